@@ -1,0 +1,146 @@
+"""`make demo`: tenants send through their own credentials to loopback fake servers.
+
+Starts (or reuses) an embedded PostgreSQL, migrates the shared and tenant schemas, seeds tenants
+-- acme on a Mailgun sub-account key, globex on a Postmark server token, hooli on its own SMTP
+server, initech with no config (platform fallback) -- and sends one message per tenant from
+inside that tenant's context, one per-send override, and one error mail raised during acme's
+request (which must leave through the platform's SMTP relay, not acme's account). Then prints
+what the servers actually received and exits non-zero if any message arrived with a credential
+other than the one expected for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import django
+
+if TYPE_CHECKING:  # imported at run time only after django.setup()
+    from example_site.fakes import DemoServers
+    from example_site.mailbox import Row
+
+
+@dataclass(frozen=True)
+class Expected:
+    label: str  # how the table names the send
+    tenant: str  # the tenant the message must be attributed to ("(platform)" for platform mail)
+    credential: str  # what the server must have received
+
+
+def main() -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_site.settings")
+    django.setup()
+
+    from django.core.mail import EmailMessage
+    from django.core.management import call_command
+    from django.test.utils import override_settings
+    from django.utils.log import AdminEmailHandler
+    from django_tenants.utils import tenant_context
+
+    from example_site import fakes, mailbox, seed
+    from example_site.customers.models import Client
+    from tenantmail import mailer
+
+    call_command("migrate_schemas", interactive=False, verbosity=0)
+    servers = fakes.start()
+    run = time.strftime("%H:%M:%S")
+    expected: dict[str, Expected] = {}  # by subject: each send's subject is unique
+    try:
+        with override_settings(**servers.settings_patch()):
+            # Tenants added in the admin (make serve) are left alone: the demo sends as the seeds.
+            for tenant in seed.seed(servers, reset=True):
+                subject = f"Welcome from {tenant.name} ({run})"
+                with tenant_context(tenant):
+                    # Plain Django: the default mailer is TenantBackend.
+                    EmailMessage(subject, "Hello!", to=["customer@example.com"]).send()
+                label = tenant.schema_name + ("" if tenant.mail_backend else " (fallback)")
+                credential = seed.expected_credential(tenant.schema_name, servers)
+                expected[subject] = Expected(label, tenant.schema_name, credential)
+
+            # A per-send override: acme's context, but this message goes out with another key
+            # (e.g. a transactional sub-account).
+            override_key = "key-acme-transactional-91b2c3"
+            subject = f"Receipt from Acme ({run}, override)"
+            with tenant_context(Client.objects.get(schema_name="acme")):
+                mailer(api_key=override_key).send_messages(
+                    [EmailMessage(subject, "Thanks!", to=["buyer@example.com"])]
+                )
+            expected[subject] = Expected("acme (override)", "acme", override_key)
+
+            # An error during acme's request: LOGGING's AdminEmailHandler mails ADMINS through
+            # the "admin" mailer (the platform's SMTP relay, no login), never acme's account.
+            subject = f"Demo error in acme's request ({run})"
+            with tenant_context(Client.objects.get(schema_name="acme")):
+                _log_error(subject, AdminEmailHandler)
+            expected[f"[Django] ERROR: {subject}"] = Expected(
+                "error mail during acme", "(platform)", ""
+            )
+
+            _wait_for(servers, len(expected))
+            rows = mailbox.rows(servers.received())
+    finally:
+        fakes.stop()
+    return _report(rows, expected)
+
+
+def _log_error(text: str, handler_class: type[logging.Handler]) -> None:
+    """Emit through the LOGGING-configured AdminEmailHandler (not the console handler)."""
+    logger = logging.getLogger("django.request")
+    handler = next(h for h in logger.handlers if isinstance(h, handler_class))
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 0, text, (), None)
+    handler.handle(record)
+
+
+def _wait_for(servers: DemoServers, count: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while servers.count() < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _report(rows: list[Row], expected: dict[str, Expected]) -> int:
+    table = []
+    failures = 0
+    seen = set()
+    for row in rows:
+        want = expected.get(row.subject)
+        seen.add(row.subject)
+        ok = (
+            want is not None
+            and row.credential == want.credential
+            and row.tenant == want.tenant
+            and row.ok
+        )
+        failures += not ok
+        backend = row.backend or f"{row.esp} (admin mailer)"
+        if row.backend and not row.own_account:
+            backend += " (platform account)"
+        table.append(
+            (
+                want.label if want else f"unexpected: {row.tenant}",
+                backend,
+                row.server,
+                row.credential_masked,
+                row.message_id,
+                "ok" if ok else "WRONG CREDENTIAL",
+            )
+        )
+    missing = [e.label for subject, e in expected.items() if subject not in seen]
+    header = ("tenant", "backend", "received by", "credential used", "message id", "status")
+    widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
+    for line in [header, tuple("-" * w for w in widths), *table]:
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    print()
+    if missing:
+        print(f"Never received: {', '.join(missing)}")
+    good = len(table) - failures
+    print(f"{good} of {len(expected)} messages arrived with the credential they should have used.")
+    return 1 if failures or missing or len(table) != len(expected) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""``TenantBackend``: the Django mail backend users configure.
+
+It holds no policy: it wires *who* (tenancy), *what* (config), *how* (pool) and *send*, so
+each of those can be tested and replaced alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.views.decorators.debug import sensitive_variables
+
+from . import signals
+from .config import MailConfig, resolve
+from .defaults import applied_defaults
+from .factory import build_backend
+from .invalidation import forget_tenant
+from .pool import get_pool
+from .tenancy import TenantLike, current_tenant
+
+logger = logging.getLogger("tenantmail")
+
+
+class TenantBackend(BaseEmailBackend):
+    """Sends through the active tenant's own ESP account, or the platform's.
+
+    ``tenant=`` pins the tenant (instance or schema name); every other keyword overrides the
+    resolved backend options for this connection, e.g. ``api_key=``. The tenant is resolved when
+    messages are sent, not here, so one instance can serve many requests.
+    """
+
+    def __init__(
+        self,
+        fail_silently: bool = False,
+        *,
+        tenant: TenantLike = None,
+        alias: str | None = None,
+        **overrides: Any,
+    ) -> None:
+        # fail_silently is handled here, never passed on: Anymail deprecates it and Django 6.1
+        # would report it as an unknown option.
+        # Django 6.1's get_connection(**kwargs) shim marks its kwargs with this; they are ours.
+        overrides.pop("_ignore_unknown_kwargs", None)
+        super().__init__(alias=alias)
+        self.alias = alias
+        self.fail_silently = fail_silently
+        self.tenant = tenant
+        self.overrides = overrides
+
+    def __repr__(self) -> str:
+        return (
+            f"<TenantBackend alias={self.alias!r} tenant={_tenant_label(self.tenant)!r} "
+            f"overrides={sorted(self.overrides)!r}>"
+        )
+
+    def resolve(self) -> MailConfig:
+        """The config the next send would use (handy in shells and tests)."""
+        return resolve(current_tenant(self.tenant), self.overrides)
+
+    def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
+        if not email_messages:
+            return 0
+        # Resolution errors are configuration errors: always raised, even when failing silently.
+        config = self.resolve()
+        signals.pre_send.send(
+            sender=TenantBackend,
+            tenant=config.tenant,
+            config=config,
+            backend=self,
+            messages=email_messages,
+        )
+        sent = 0
+        error: BaseException | None = None
+        try:
+            sent = _deliver(config, email_messages)
+        except BaseException as exc:
+            error = exc
+            _annotate(exc, config)
+            if config.own_account and _is_auth_failure(exc):
+                # The key was probably rotated elsewhere: forget the cached row and connections
+                # so the next send reads the new one instead of waiting out the cache.
+                forget_tenant(str(config.tenant))
+            # fail_silently covers sending errors only: never configuration errors, and never
+            # KeyboardInterrupt/SystemExit (a worker's SIGTERM handler mid-send).
+            if (
+                not self.fail_silently
+                or not isinstance(exc, Exception)
+                or isinstance(exc, ImproperlyConfigured)
+            ):
+                raise
+            logger.warning(
+                "tenantmail: sending for tenant %r failed silently: %s", config.tenant, exc
+            )
+        finally:
+            signals.post_send.send(
+                sender=TenantBackend,
+                tenant=config.tenant,
+                config=config,
+                backend=self,
+                messages=email_messages,
+                sent=sent,
+                error=error,
+            )
+            # Break the frame <-> traceback cycle: a swallowed error holds the ESP response
+            # (and its socket) until the cyclic GC runs otherwise.
+            error = None
+        logger.debug(
+            "tenantmail: sent %d of %d message(s) for tenant %r via %s",
+            sent,
+            len(email_messages),
+            config.tenant,
+            config.backend,
+        )
+        return sent
+
+
+# Hides every local variable of this frame *and of every frame it calls* (Anymail's request
+# params, requests' auth headers, an SMTP password) from Django's error reports and the mail
+# AdminEmailHandler sends; our own frames above only hold masked objects.
+@sensitive_variables()
+def _deliver(config: MailConfig, messages: Sequence[EmailMessage]) -> int:
+    pool = get_pool()
+    # Opening (an SMTP connect, say) is part of sending: its errors are annotated and honour
+    # fail_silently like any other send error.
+    conn = pool.checkout(config.pool_key, lambda: build_backend(config))
+    try:
+        with applied_defaults(messages, config):
+            sent = conn.backend.send_messages(messages) or 0
+    except BaseException:
+        pool.checkin(conn, discard=True)
+        raise
+    pool.checkin(conn)
+    return int(sent)
+
+
+def _is_auth_failure(exc: BaseException) -> bool:
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return True
+    return getattr(exc, "status_code", None) in (401, 403)
+
+
+def _annotate(exc: BaseException, config: MailConfig) -> None:
+    exc.add_note(
+        f"tenantmail: while sending for tenant {config.tenant!r} via {config.backend} "
+        f"({'tenant account' if config.own_account else 'platform account'})"
+    )
+
+
+def _tenant_label(tenant: TenantLike) -> str | None:
+    if tenant is None or isinstance(tenant, str):
+        return tenant
+    return str(getattr(tenant, "schema_name", type(tenant).__name__))

@@ -1,0 +1,311 @@
+"""A pool of open inner backends, keyed by tenant + config fingerprint.
+
+Like ``psycopg_pool`` / SQLAlchemy's ``QueuePool``: an instance is *checked out* by one thread for
+one send and *checked in* afterwards, so Anymail's ``requests`` sessions and SMTP connections (not
+safe to share mid-send) are never used by two threads at once, yet stay open -- HTTP keep-alive,
+one SMTP session -- across sends. The pool is bounded (``MAX_CONNECTIONS``, least recently used
+idle entry evicted first) and idle entries are closed after ``IDLE_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import logging
+import os
+import smtplib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.mail.backends.base import BaseEmailBackend
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .conf import get_settings
+from .exceptions import TenantMailConfigurationError
+
+logger = logging.getLogger("tenantmail.pool")
+
+#: An SMTP session idle for longer than this is probed with NOOP before reuse: servers drop idle
+#: sessions, and a message must never be handed to a connection that is already dead.
+SMTP_PROBE_AFTER = 1.0
+
+_serials = itertools.count()
+
+
+@dataclass(eq=False)
+class Connection:
+    """One pooled inner backend."""
+
+    key: Hashable
+    backend: BaseEmailBackend
+    generation: int
+    pid: int = field(default_factory=os.getpid)
+    serial: int = field(default_factory=lambda: next(_serials))
+    created_at: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    hits: int  #: checkouts served by an idle connection
+    misses: int  #: checkouts that had to open a new connection
+    opened: int
+    closed: int
+    evicted: int  #: closed to stay within MAX_CONNECTIONS (LRU)
+    expired: int  #: closed after IDLE_TIMEOUT
+    discarded: int  #: dropped because a send raised, or found dead before reuse
+    overflow: int  #: opened beyond MAX_CONNECTIONS because every connection was busy
+    idle: int
+    in_use: int
+
+
+def _close_quietly(backend: BaseEmailBackend) -> None:
+    # Closing is best effort: the remote end may already be gone, and a failed QUIT must not turn
+    # a successful send into an error.
+    try:
+        backend.close()
+    except Exception:
+        logger.debug("error closing %s", type(backend).__name__, exc_info=True)
+
+
+def _still_usable(backend: BaseEmailBackend, idle_for: float) -> bool:
+    """Cheap liveness check before reuse.
+
+    HTTP backends need none: urllib3 already discards dropped keep-alive sockets before reuse.
+    An SMTP session is probed with NOOP once it has been idle a while.
+    """
+    smtp = getattr(backend, "connection", None)
+    if not isinstance(smtp, smtplib.SMTP) or idle_for < SMTP_PROBE_AFTER:
+        return True
+    try:
+        code, _ = smtp.noop()
+    except (smtplib.SMTPException, OSError):
+        return False
+    return code == 250
+
+
+class ConnectionPool:
+    def __init__(self, *, max_connections: int, idle_timeout: float) -> None:
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._idle: dict[Hashable, list[Connection]] = {}
+        self._lru: OrderedDict[int, Connection] = OrderedDict()  # idle, least recently used first
+        self._in_use = 0
+        self._generation = 0
+        self._pid = os.getpid()
+        self._counts = dict.fromkeys(
+            ("hits", "misses", "opened", "closed", "evicted", "expired", "discarded", "overflow"), 0
+        )
+
+    # -- checkout / checkin ------------------------------------------------------------------
+
+    def checkout(self, key: Hashable, factory: Callable[[], BaseEmailBackend]) -> Connection:
+        """An open connection for ``key``: an idle one if any, else a new one from ``factory``."""
+        while True:
+            to_close: list[Connection] = []
+            with self._lock:
+                self._after_fork_check()
+                self._expire(time.monotonic(), to_close)
+                conn = self._take_idle(key)
+                if conn is None:
+                    self._counts["misses"] += 1
+                    self._make_room(to_close)
+                    if self._in_use + len(self._lru) >= self.max_connections:
+                        self._counts["overflow"] += 1
+                    generation = self._generation
+                else:
+                    self._counts["hits"] += 1
+                self._in_use += 1
+            self._close_all(to_close)
+            if conn is None:
+                return self._open(key, factory, generation)
+            if _still_usable(conn.backend, time.monotonic() - conn.last_used):
+                return conn
+            self.checkin(conn, discard=True)
+            with self._lock:
+                # Not a hit after all: the retry counts as the miss it is.
+                self._counts["hits"] -= 1
+
+    def checkin(self, conn: Connection, *, discard: bool = False) -> None:
+        """Return ``conn``; ``discard=True`` closes it instead (it raised mid-send, or is dead)."""
+        to_close: list[Connection] = []
+        with self._lock:
+            self._after_fork_check()
+            if conn.pid != self._pid:
+                # Checked out before a fork, returned in the child: the parent owns the socket
+                # (and counted it); the child just lets go of it.
+                return
+            self._in_use -= 1
+            if discard or conn.generation != self._generation:
+                if discard:
+                    self._counts["discarded"] += 1
+                to_close.append(conn)
+            else:
+                conn.last_used = time.monotonic()
+                self._idle.setdefault(conn.key, []).append(conn)
+                self._lru[conn.serial] = conn
+                # Over the bound (busy burst, or MAX_CONNECTIONS lowered): shed the oldest.
+                while self._lru and self._in_use + len(self._lru) > self.max_connections:
+                    to_close.append(self._evict_oldest())
+        self._close_all(to_close)
+
+    def _open(
+        self, key: Hashable, factory: Callable[[], BaseEmailBackend], generation: int
+    ) -> Connection:
+        backend: BaseEmailBackend | None = None
+        try:
+            backend = factory()
+            backend.open()
+        except BaseException:
+            # Django's contract: close() after a failed open() -- its SMTP backend keeps a
+            # half-open session (refused login, failed STARTTLS) until then.
+            if backend is not None:
+                _close_quietly(backend)
+            with self._lock:
+                self._in_use -= 1
+            raise
+        with self._lock:
+            self._counts["opened"] += 1
+        return Connection(key=key, backend=backend, generation=generation)
+
+    # -- bookkeeping (call with the lock held) -----------------------------------------------
+
+    def _take_idle(self, key: Hashable) -> Connection | None:
+        stack = self._idle.get(key)
+        if not stack:
+            return None
+        conn = stack.pop()  # most recently used: likeliest to still be alive
+        if not stack:
+            del self._idle[key]
+        del self._lru[conn.serial]
+        return conn
+
+    def _remove_idle(self, conn: Connection) -> None:
+        stack = self._idle[conn.key]
+        stack.remove(conn)
+        if not stack:
+            del self._idle[conn.key]
+
+    def _evict_oldest(self) -> Connection:
+        _, conn = self._lru.popitem(last=False)
+        self._remove_idle(conn)
+        self._counts["evicted"] += 1
+        return conn
+
+    def _make_room(self, to_close: list[Connection]) -> None:
+        while self._lru and self._in_use + len(self._lru) >= self.max_connections:
+            to_close.append(self._evict_oldest())
+
+    def _expire(self, now: float, to_close: list[Connection]) -> None:
+        while self._lru:
+            conn = next(iter(self._lru.values()))
+            if now - conn.last_used < self.idle_timeout:
+                break
+            del self._lru[conn.serial]
+            self._remove_idle(conn)
+            self._counts["expired"] += 1
+            to_close.append(conn)
+
+    def _after_fork_check(self) -> None:
+        if os.getpid() != self._pid:
+            self._forget_inherited()
+
+    def _forget_inherited(self) -> None:
+        # In a forked child the sockets belong to the parent too: closing them here would send
+        # SMTP QUIT on the parent's session. Forget them; the parent closes its own.
+        self._pid = os.getpid()
+        self._idle.clear()
+        self._lru.clear()
+        self._in_use = 0
+        self._generation += 1
+
+    def _close_all(self, conns: list[Connection]) -> None:
+        for conn in conns:
+            _close_quietly(conn.backend)
+        if conns:
+            with self._lock:
+                self._counts["closed"] += len(conns)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        """Close every idle connection; connections checked out now are closed at checkin."""
+        with self._lock:
+            self._after_fork_check()  # never close (SMTP QUIT) a parent's sessions in a child
+            self._generation += 1
+            to_close = list(self._lru.values())
+            self._lru.clear()
+            self._idle.clear()
+        self._close_all(to_close)
+
+    def drop(self, key_prefix: Any) -> None:
+        """Close idle connections whose key starts with ``key_prefix`` (e.g. one tenant)."""
+        with self._lock:
+            self._after_fork_check()
+            doomed = [c for c in self._lru.values() if _starts_with(c.key, key_prefix)]
+            for conn in doomed:
+                del self._lru[conn.serial]
+                self._remove_idle(conn)
+        self._close_all(doomed)
+
+    def stats(self) -> PoolStats:
+        with self._lock:
+            self._after_fork_check()
+            return PoolStats(**self._counts, idle=len(self._lru), in_use=self._in_use)
+
+
+def _starts_with(key: Hashable, prefix: Any) -> bool:
+    return isinstance(key, tuple) and bool(key) and key[0] == prefix
+
+
+_pool: ConnectionPool | None = None
+_pool_lock = threading.Lock()
+
+
+def get_pool() -> ConnectionPool:
+    """The process-wide pool, created on first use from ``TENANTMAIL`` settings."""
+    global _pool
+    pool = _pool
+    if pool is None:
+        with _pool_lock:
+            if _pool is None:  # pragma: no branch  (lost the race: another thread made it)
+                s = get_settings()
+                _pool = ConnectionPool(
+                    max_connections=s.max_connections, idle_timeout=s.idle_timeout
+                )
+            pool = _pool
+    return pool
+
+
+def stats() -> PoolStats:
+    return get_pool().stats()
+
+
+def clear() -> None:
+    get_pool().clear()
+
+
+@receiver(setting_changed)
+def _resize_on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting == "TENANTMAIL" and _pool is not None:
+        try:
+            s = get_settings()
+        except TenantMailConfigurationError:
+            return  # keep the old sizes; the error surfaces at the next send and in checks
+        _pool.max_connections = s.max_connections
+        _pool.idle_timeout = s.idle_timeout
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # Say goodbye properly (SMTP QUIT) rather than leave the ESP to time sessions out.
+    if _pool is not None:
+        with contextlib.suppress(Exception):
+            _pool.clear()
