@@ -18,7 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import signals
 from .config import MailConfig, resolve
-from .defaults import applied_defaults
+from .defaults import apply_defaults, undo_defaults
 from .factory import build_backend
 from .invalidation import forget_tenant
 from .pool import get_pool
@@ -129,12 +129,15 @@ def _deliver(config: MailConfig, messages: Sequence[EmailMessage]) -> int:
     # Opening (an SMTP connect, say) is part of sending: its errors are annotated and honour
     # fail_silently like any other send error.
     conn = pool.checkout(config.pool_key, lambda: build_backend(config))
+    undos = apply_defaults(messages, config)
     try:
-        with applied_defaults(messages, config):
-            sent = conn.backend.send_messages(messages) or 0
+        sent = conn.backend.send_messages(messages) or 0
     except BaseException:
         pool.checkin(conn, discard=True)
         raise
+    finally:
+        if undos:
+            undo_defaults(messages, undos)
     pool.checkin(conn)
     return int(sent)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django_tenants.utils import get_public_schema_name, get_tenant_database_alias
 
 from .exceptions import TenantMailConfigurationError
 
@@ -85,6 +86,9 @@ class TenantMailSettings:
     idle_timeout: float = 60.0
     tenant_cache_seconds: float = 5.0
     metadata_key: str | None = "tenant"
+    #: django-tenants' own settings, read once here rather than on every send.
+    public_schema_name: str = "public"
+    tenant_db_alias: str = "default"
 
 
 _KNOWN_KEYS = {
@@ -197,6 +201,8 @@ def load_settings() -> TenantMailSettings:
             raw, "TENANT_CACHE_SECONDS", defaults.tenant_cache_seconds, minimum=0
         ),
         metadata_key=metadata_key,
+        public_schema_name=get_public_schema_name(),
+        tenant_db_alias=get_tenant_database_alias(),
     )
 
 
@@ -207,7 +213,16 @@ def get_settings() -> TenantMailSettings:
 
 
 #: Settings whose change must invalidate everything derived from them.
-WATCHED_SETTINGS = frozenset({"TENANTMAIL", "SECRET_KEY", "SECRET_KEY_FALLBACKS", "MAILERS"})
+WATCHED_SETTINGS = frozenset(
+    {
+        "TENANTMAIL",
+        "SECRET_KEY",
+        "SECRET_KEY_FALLBACKS",
+        "MAILERS",
+        "PUBLIC_SCHEMA_NAME",
+        "TENANT_DB_ALIAS",
+    }
+)
 
 
 @receiver(setting_changed)

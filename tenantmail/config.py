@@ -10,14 +10,24 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.views.decorators.debug import sensitive_variables
 
-from .conf import PlatformDefault, TenantMailSettings, expand_backend, get_settings
+from .conf import (
+    WATCHED_SETTINGS,
+    PlatformDefault,
+    TenantMailSettings,
+    expand_backend,
+    get_settings,
+)
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .masking import SecretDict, masked
@@ -54,7 +64,7 @@ class MailConfig:
     mailer_alias: str | None = None
     fingerprint: str = ""
 
-    @property
+    @cached_property  # configs are memoized, so this is computed once per config
     def pool_key(self) -> tuple[str | None, str]:
         # Platform-account configs are shared by every tenant that falls back to them.
         return (self.tenant if self.own_account else None, self.fingerprint)
@@ -76,9 +86,14 @@ class MailConfig:
         )
 
 
-def fingerprint(backend: str, options: Mapping[str, Any], alias: str | None) -> str:
-    text = json.dumps([backend, alias, options], sort_keys=True, default=repr)
+def _digest(value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=repr)
     return hashlib.blake2b(text.encode("utf-8"), key=_FINGERPRINT_KEY, digest_size=16).hexdigest()
+
+
+def fingerprint(backend: str, options: Mapping[str, Any], alias: str | None) -> str:
+    """Pool-key fingerprint of (backend, options, alias): new credentials, new connections."""
+    return _digest([backend, alias, options])
 
 
 def platform_default(s: TenantMailSettings) -> PlatformDefault:
@@ -151,15 +166,85 @@ def _tenant_account(
     return backend, {**ISOLATING_DEFAULTS.get(backend, {}), **options}
 
 
+class _ResolvedCache:
+    """Validated configs by a keyed digest of everything they were computed from.
+
+    Resolving is pure: the same tenant source, overrides and settings always give the same
+    MailConfig. Validation walks every option value, so without this it would be the bulk of
+    TenantBackend's per-send cost. Keying by *content* (not by instance) means a credential
+    changed in place, or loaded into a fresh instance by the next request, is simply a miss.
+    Errors are never cached. Cleared when settings change.
+    """
+
+    MAX_ENTRIES = 16_384
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str | None, str], MailConfig] = {}
+
+    def get(self, key: tuple[str | None, str]) -> MailConfig | None:
+        # A plain dict read is atomic; no lock and no LRU bookkeeping on the hot path (the
+        # oldest entry goes first when full: a re-validation, never a wrong answer).
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str | None, str], config: MailConfig) -> None:
+        with self._lock:
+            self._entries[key] = config
+            while len(self._entries) > self.MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_resolved = _ResolvedCache()
+# One encoder for all keys: json.dumps(default=...) would build a new one on every send.
+_KEY_ENCODER = json.JSONEncoder(default=repr)
+
+
+def _cache_key(
+    active: ActiveTenant | None, source: TenantMailSource | None, overrides: Mapping[str, Any]
+) -> tuple[str | None, str] | None:
+    """The cache key, or None when the input cannot even be serialized (it is then resolved
+    uncached, and validation says what is wrong with it).
+
+    The key is the JSON text itself: it never leaves this process' memory (which holds the
+    decrypted options anyway), and hashing it again would only cost time. Keys are not sorted:
+    the same content in another order is merely a miss. The options' type is part of the key:
+    undecryptable options serialize like {} but must never be mistaken for them.
+    """
+    parts: list[Any] = [overrides]
+    if source is not None:
+        parts += [source.backend, type(source.options).__name__, source.options, source.defaults]
+    try:
+        text = _KEY_ENCODER.encode(parts)
+    except (TypeError, ValueError):  # e.g. a circular structure
+        return None
+    return (active.schema_name if active is not None else None, text)
+
+
 @sensitive_variables()
 def resolve(active: ActiveTenant | None, overrides: Mapping[str, Any] | None = None) -> MailConfig:
     """The :class:`MailConfig` for ``active`` (``None`` = platform mail), with ``overrides``."""
+    source = _source(active)
+    key = _cache_key(active, source, overrides or {})
+    config = _resolved.get(key) if key is not None else None
+    if config is None:
+        config = _resolve(active, source, overrides or {})
+        if key is not None:
+            _resolved.put(key, config)
+    return config
+
+
+def _resolve(
+    active: ActiveTenant | None, source: TenantMailSource | None, overrides: Mapping[str, Any]
+) -> MailConfig:
     s = get_settings()
     schema = active.schema_name if active is not None else None
     defaults: Mapping[str, Any] = {}
     own_account = False
     alias: str | None = None
-    source = _source(active)
     if source is not None and active is not None and schema is not None:
         defaults = check_defaults(source.defaults, schema)
         if source.backend:
@@ -188,7 +273,7 @@ def resolve(active: ActiveTenant | None, overrides: Mapping[str, Any] | None = N
         )
     # None means "not given": Django's send_mail() passes username=None/password=None.
     merged = SecretDict(options)
-    merged.update((k, v) for k, v in (overrides or {}).items() if v is not None)
+    merged.update((k, v) for k, v in overrides.items() if v is not None)
     return MailConfig(
         backend=backend,
         options=merged,
@@ -215,3 +300,9 @@ def _source(active: ActiveTenant | None) -> TenantMailSource | None:
             setting="get_mail_config",
         )
     return source
+
+
+@receiver(setting_changed)
+def _reset_on_setting_changed(*, setting: str, **kwargs: object) -> None:
+    if setting in WATCHED_SETTINGS:
+        _resolved.clear()

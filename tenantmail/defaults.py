@@ -9,8 +9,7 @@ Platform mail (no tenant) is not touched at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from anymail.utils import UNSET
@@ -74,17 +73,19 @@ def _undo(message: EmailMessage, undo: Undo) -> None:
             setattr(message, attr, old)
 
 
-@contextmanager
-def applied_defaults(messages: Sequence[EmailMessage], config: MailConfig) -> Iterator[None]:
+def apply_defaults(messages: Sequence[EmailMessage], config: MailConfig) -> list[Undo]:
+    """Apply ``config``'s defaults and tenant trace; returns what :func:`undo_defaults` needs.
+
+    (Two plain functions rather than a context manager: this runs on every send.)
+    """
     if config.tenant is None:
-        yield
-        return
+        return []
     key = get_settings().metadata_key
     tenant_meta = {key: config.tenant} if key else {}
-    undos = [_apply(message, config.defaults, tenant_meta) for message in messages]
-    try:
-        yield
-    finally:
-        # Reverse order: a message listed twice must end with its *original* attributes.
-        for message, undo in reversed(list(zip(messages, undos, strict=True))):
-            _undo(message, undo)
+    return [_apply(message, config.defaults, tenant_meta) for message in messages]
+
+
+def undo_defaults(messages: Sequence[EmailMessage], undos: list[Undo]) -> None:
+    # Reverse order: a message listed twice must end with its *original* attributes.
+    for message, undo in reversed(list(zip(messages, undos, strict=False))):
+        _undo(message, undo)

@@ -37,6 +37,18 @@ SMTP_PROBE_AFTER = 1.0
 
 _serials = itertools.count()
 
+# os.getpid() is a system call, and the pool asks on every checkout and checkin; a fork hook
+# keeps the answer current instead.
+_process_id = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 @dataclass(eq=False)
 class Connection:
@@ -80,7 +92,8 @@ def _still_usable(backend: BaseEmailBackend, idle_for: float) -> bool:
     HTTP backends need none: urllib3 already discards dropped keep-alive sockets before reuse.
     An SMTP session is probed with NOOP once it has been idle a while.
     """
-    smtp = getattr(backend, "connection", None)
+    # vars(), not getattr(): BaseEmailBackend.__getattr__ makes a missing attribute slow.
+    smtp = vars(backend).get("connection")
     if not isinstance(smtp, smtplib.SMTP) or idle_for < SMTP_PROBE_AFTER:
         return True
     try:
@@ -214,13 +227,13 @@ class ConnectionPool:
             to_close.append(conn)
 
     def _after_fork_check(self) -> None:
-        if os.getpid() != self._pid:
+        if _process_id != self._pid:
             self._forget_inherited()
 
     def _forget_inherited(self) -> None:
         # In a forked child the sockets belong to the parent too: closing them here would send
         # SMTP QUIT on the parent's session. Forget them; the parent closes its own.
-        self._pid = os.getpid()
+        self._pid = _process_id
         self._idle.clear()
         self._lru.clear()
         self._in_use = 0

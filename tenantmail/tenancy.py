@@ -18,11 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from django.db import connections, models
-from django_tenants.utils import (
-    get_public_schema_name,
-    get_tenant_database_alias,
-    get_tenant_model,
-)
+from django_tenants.utils import get_tenant_model
 
 from .conf import get_settings
 from .exceptions import TenantMailConfigurationError, UnknownTenantError
@@ -83,7 +79,7 @@ class TenantCache:
     def _fetch(self, schema_name: str) -> Any:
         self.queries += 1
         model = get_tenant_model()
-        manager = model._default_manager.using(get_tenant_database_alias())
+        manager = model._default_manager.using(get_settings().tenant_db_alias)
         return manager.filter(schema_name=schema_name).first()
 
     def invalidate(self, schema_name: str | None = None) -> None:
@@ -98,7 +94,7 @@ tenant_cache = TenantCache()
 
 
 def _connection_tenant() -> object:
-    return getattr(connections[get_tenant_database_alias()], "tenant", None)
+    return getattr(connections[get_settings().tenant_db_alias], "tenant", None)
 
 
 def current_tenant(explicit: TenantLike = None) -> ActiveTenant | None:
@@ -127,7 +123,7 @@ def _activate(candidate: object) -> ActiveTenant | None:
         schema_name = name
         # django-tenants' FakeTenant (schema_context) is not a model instance: look it up.
         instance = candidate if isinstance(candidate, models.Model) else None
-    if schema_name == get_public_schema_name():
+    if schema_name == get_settings().public_schema_name:
         return None
     if instance is not None and instance.pk is None:
         raise UnknownTenantError(

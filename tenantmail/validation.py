@@ -8,6 +8,7 @@ and never quotes a value (it may be a credential).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -36,6 +37,8 @@ OPTION_TYPES: Mapping[str, type | tuple[type, ...]] = {
     "session_params": dict,
     "client_params": dict,
 }
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 #: No tenant-supplied string (option or default) may be longer than this.
 MAX_VALUE_LENGTH = 4096
@@ -129,7 +132,7 @@ def _strings(value: object) -> Iterator[str]:
 def _bad_text(text: str, *, secret: bool) -> str | None:
     if len(text) > MAX_VALUE_LENGTH:
         return f"is longer than {MAX_VALUE_LENGTH} characters"
-    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+    if _CONTROL_CHARACTERS.search(text):
         return "contains control characters (line breaks, NUL, ...)"
     if secret and not text.isascii():
         # ESP keys are ASCII; requests/smtplib would fail on anything else mid-send.
