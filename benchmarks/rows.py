@@ -135,6 +135,13 @@ class Row:
     def send(self, n: int) -> int:
         raise NotImplementedError
 
+    def send_one_message(self, backend: BaseEmailBackend, message: EmailMessage, n: int) -> int:
+        """The timed loop: the same message through the same backend, ``n`` times."""
+        sent = 0
+        for _ in range(n):
+            sent += backend.send_messages([message])
+        return sent
+
     def take_queries(self) -> int:
         """DB statements made outside the main thread's connection since the last call."""
         return 0
@@ -161,11 +168,7 @@ class RawRow(Row):
         self.message.subject = subject_for("raw")
 
     def send(self, n: int) -> int:
-        backend, message = self.backend, self.message
-        sent = 0
-        for _ in range(n):
-            sent += backend.send_messages([message])
-        return sent
+        return self.send_one_message(self.backend, self.message, n)
 
     def close(self) -> None:
         self.backend.close()
@@ -261,11 +264,7 @@ class InProcRawRow(Row):
         self.message = floor_message()
 
     def send(self, n: int) -> int:
-        backend, message = self.backend, self.message
-        sent = 0
-        for _ in range(n):
-            sent += backend.send_messages([message])
-        return sent
+        return self.send_one_message(self.backend, self.message, n)
 
     def after_round(self) -> None:
         super().after_round()
@@ -283,12 +282,9 @@ class InProcTenantRow(Row):
         self.message = new_message()
 
     def send(self, n: int) -> int:
-        backend, message = self.backend, self.message
         db = tenant_connection()
         db.set_tenant(self.tenant)
-        sent = 0
-        for _ in range(n):
-            sent += backend.send_messages([message])
+        sent = self.send_one_message(self.backend, self.message, n)
         db.set_schema_to_public()
         return sent
 

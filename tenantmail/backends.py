@@ -43,10 +43,10 @@ class TenantBackend(BaseEmailBackend):
         alias: str | None = None,
         **overrides: Any,
     ) -> None:
-        # fail_silently is handled here, never passed on: Anymail deprecates it and Django 6.1
-        # would report it as an unknown option.
         # Django 6.1's get_connection(**kwargs) shim marks its kwargs with this; they are ours.
         overrides.pop("_ignore_unknown_kwargs", None)
+        # fail_silently is handled here, never passed on: Anymail deprecates it and Django 6.1
+        # would report it as an unknown option.
         super().__init__(alias=alias)
         self.alias = alias
         self.fail_silently = fail_silently
