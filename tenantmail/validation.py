@@ -27,6 +27,7 @@ OPTION_TYPES: Mapping[str, type | tuple[type, ...]] = {
     "use_tls": bool,
     "use_ssl": bool,
     "timeout": (int, float),
+    "requests_timeout": (int, float),
     "api_key": str,
     "api_token": str,
     "api_url": str,

@@ -70,6 +70,7 @@ def table(esp: FakeESP, smtp: FakeSMTP) -> list[Bad]:
         Bad("credential of the wrong type", "mail_options", options=mg(esp, api_key=12345)),
         Bad("port of the wrong type", "mail_options", "smtp", {**smtp_ok, "port": "25"}),
         Bad("port that is a bool", "mail_options", "smtp", {**smtp_ok, "port": True}),
+        Bad("timeout that is text", "mail_options", options=mg(esp, requests_timeout="x")),
         Bad(
             "tls and ssl together",
             "mail_options",
@@ -121,12 +122,12 @@ def _assert_others_still_send(tenants: Tenants, fake_esp: FakeESP) -> None:
     assert credentials == sorted([GLOBEX_TOKEN, PLATFORM_KEY])
 
 
-@pytest.mark.parametrize("row", range(30), ids=lambda i: f"row{i}")
+@pytest.mark.parametrize("row", range(31), ids=lambda i: f"row{i}")
 def test_bad_tenant_config(
     row: int, tenants: Tenants, fake_esp: FakeESP, fake_smtp: FakeSMTP, settings: Any
 ) -> None:
     rows = table(fake_esp, fake_smtp)
-    assert len(rows) == 30, "keep the parametrize range in step with the table"
+    assert len(rows) == 31, "keep the parametrize range in step with the table"
     bad = rows[row]
     if bad.only_with_mailers and not HAS_MAILERS:
         pytest.skip("before Django 6.1 backends ignore unknown options (no alias to report)")
