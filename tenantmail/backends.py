@@ -129,8 +129,9 @@ def _deliver(config: MailConfig, messages: Sequence[EmailMessage]) -> int:
     # Opening (an SMTP connect, say) is part of sending: its errors are annotated and honour
     # fail_silently like any other send error.
     conn = pool.checkout(config.pool_key, lambda: build_backend(config))
-    undos = apply_defaults(messages, config)
+    undos = []
     try:
+        undos = apply_defaults(messages, config)
         sent = conn.backend.send_messages(messages) or 0
     except BaseException:
         pool.checkin(conn, discard=True)

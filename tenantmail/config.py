@@ -86,14 +86,10 @@ class MailConfig:
         )
 
 
-def _digest(value: object) -> str:
-    text = json.dumps(value, sort_keys=True, default=repr)
-    return hashlib.blake2b(text.encode("utf-8"), key=_FINGERPRINT_KEY, digest_size=16).hexdigest()
-
-
 def fingerprint(backend: str, options: Mapping[str, Any], alias: str | None) -> str:
     """Pool-key fingerprint of (backend, options, alias): new credentials, new connections."""
-    return _digest([backend, alias, options])
+    text = json.dumps([backend, alias, options], sort_keys=True, default=repr)
+    return hashlib.blake2b(text.encode("utf-8"), key=_FINGERPRINT_KEY, digest_size=16).hexdigest()
 
 
 def platform_default(s: TenantMailSettings) -> PlatformDefault:
@@ -167,7 +163,7 @@ def _tenant_account(
 
 
 class _ResolvedCache:
-    """Validated configs by a keyed digest of everything they were computed from.
+    """Validated configs by the JSON text of everything they were computed from.
 
     Resolving is pure: the same tenant source, overrides and settings always give the same
     MailConfig. Validation walks every option value, so without this it would be the bulk of
@@ -211,7 +207,10 @@ def _cache_key(
 
     The key is the JSON text itself: it never leaves this process' memory (which holds the
     decrypted options anyway), and hashing it again would only cost time. Keys are not sorted:
-    the same content in another order is merely a miss. The options' type is part of the key:
+    the same content in another order is merely a miss. JSON makes two inputs look alike only for
+    values the database cannot hold (int dict keys, tuples, objects -- so only code-supplied
+    overrides), where the equal JSON form is what the backend sees anyway. The options' type is
+    part of the key:
     undecryptable options serialize like {} but must never be mistaken for them.
     """
     parts: list[Any] = [overrides]

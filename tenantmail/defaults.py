@@ -87,5 +87,5 @@ def apply_defaults(messages: Sequence[EmailMessage], config: MailConfig) -> list
 
 def undo_defaults(messages: Sequence[EmailMessage], undos: list[Undo]) -> None:
     # Reverse order: a message listed twice must end with its *original* attributes.
-    for message, undo in reversed(list(zip(messages, undos, strict=False))):
+    for message, undo in reversed(list(zip(messages, undos, strict=True))):
         _undo(message, undo)

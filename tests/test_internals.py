@@ -7,17 +7,20 @@ from typing import Any
 import pytest
 from django.apps import apps
 from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 from django.db.models.signals import post_save
 
+from tenantmail import mailer
 from tenantmail import pool as pool_module
 from tenantmail.exceptions import TenantMailConfigurationError
-from tenantmail.fields import EncryptedJSONField
+from tenantmail.fields import EncryptedJSONField, UndecryptableOptions
 from tenantmail.invalidation import tenant_changed
 from tenantmail.masking import SecretDict
 from tenantmail.pool import Connection, ConnectionPool
 from tenantmail.tenancy import TenantCache, current_tenant
-from tests.conftest import Tenants
+from tenantmail.testing import FakeESP
+from tests.conftest import ACME_KEY, Tenants
 
 
 class CloseRaises(LocmemBackend):
@@ -112,3 +115,38 @@ def test_app_without_tenant_model_connects_no_signals(settings: Any) -> None:
     del settings.TENANT_MODEL
     apps.get_app_config("tenantmail").ready()
     assert len(post_save.receivers) == receivers_before
+
+
+def test_resolution_cache_sees_options_changed_in_place(
+    tenants: Tenants, fake_esp: FakeESP
+) -> None:
+    acme = tenants.acme
+    assert mailer(tenant=acme).resolve().options["api_key"] == ACME_KEY  # now memoized
+    acme.mail_options["api_key"] = "key-changed-in-place-5555555"  # same dict object, no save
+    assert mailer(tenant=acme).resolve().options["api_key"] == "key-changed-in-place-5555555"
+
+
+def test_resolution_cache_never_mistakes_undecryptable_options_for_empty(
+    tenants: Tenants, settings: Any
+) -> None:
+    ses = "anymail.backends.amazon_ses.EmailBackend"  # needs no option, so {} is valid
+    acme = tenants.acme
+    acme.mail_backend, acme.mail_options = ses, {}
+    assert mailer(tenant=acme).resolve().backend == ses  # memoized as valid
+    acme.mail_options = UndecryptableOptions("gAAAAAnot-a-real-token")
+    with pytest.raises(TenantMailConfigurationError, match="ENCRYPTION_KEYS"):
+        mailer(tenant=acme).resolve()
+
+
+def test_a_message_that_breaks_the_defaults_returns_its_connection(
+    tenants: Tenants, fake_esp: FakeESP
+) -> None:
+    acme = tenants.acme
+    acme.mail_defaults = {"headers": {"X-Tenant-Campaign": "spring"}}
+    acme.save()
+    broken = EmailMessage("s", "b", to=["a@example.com"])
+    broken.extra_headers = None  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        mailer(tenant=acme).send_messages([broken])
+    assert pool_module.stats().in_use == 0
+    assert fake_esp.messages == []
