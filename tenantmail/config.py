@@ -31,7 +31,7 @@ from .conf import (
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .isolation import ISOLATING_DEFAULTS as ISOLATING_DEFAULTS  # re-exported: moved there
-from .isolation import isolate
+from .isolation import TENANT_SMTP_TIMEOUT, isolate
 from .masking import SecretDict, masked
 from .models import TenantMailSource
 from .tenancy import ActiveTenant
@@ -157,7 +157,9 @@ def _tenant_account(
         )
     # After the required check, so a null credential is reported as the missing credential.
     refuse_nulls(options, schema)
-    return backend, isolate(backend, options, schema)
+    # The platform's default tenant timeout where the settings have one (TENANTMAIL["TIMEOUT"]).
+    timeout = getattr(s, "timeout", TENANT_SMTP_TIMEOUT)
+    return backend, isolate(backend, options, schema, timeout=timeout)
 
 
 class _ResolvedCache:

@@ -29,7 +29,8 @@ SMTP_BACKEND: Final = "django.core.mail.backends.smtp.EmailBackend"
 SES_BACKEND: Final = "anymail.backends.amazon_ses.EmailBackend"
 MAILGUN_BACKEND: Final = "anymail.backends.mailgun.EmailBackend"
 
-#: A tenant SMTP connection's timeout (seconds) when the tenant sets none: never EMAIL_TIMEOUT.
+#: A tenant SMTP connection's timeout (seconds) when the tenant sets none and the settings name no
+#: platform default: never EMAIL_TIMEOUT.
 TENANT_SMTP_TIMEOUT: Final = 30.0
 
 #: Options filled in for tenant configs when absent, so a backend cannot fall back to the
@@ -97,8 +98,17 @@ def _error(message: str, schema: str) -> TenantMailConfigurationError:
 
 
 @sensitive_variables()
-def isolate(backend: str, options: Mapping[str, Any], schema: str) -> dict[str, Any]:
-    """``options`` with every platform-falling-back gap filled; SES credentials checked."""
+def isolate(
+    backend: str,
+    options: Mapping[str, Any],
+    schema: str,
+    *,
+    timeout: float = TENANT_SMTP_TIMEOUT,
+) -> dict[str, Any]:
+    """``options`` with every platform-falling-back gap filled; SES credentials checked.
+
+    ``timeout`` is the SMTP timeout for a tenant that sets none (the platform's tenant default).
+    """
     base = isolation_base(backend)
     if base is None:
         return dict(options)
@@ -106,7 +116,7 @@ def isolate(backend: str, options: Mapping[str, Any], schema: str) -> dict[str, 
     if base == SMTP_BACKEND:
         # Django 6.1's own rule for a missing port; before 6.1 it would be EMAIL_PORT.
         out.setdefault("port", 465 if out["use_ssl"] else 587 if out["use_tls"] else 25)
-        out.setdefault("timeout", TENANT_SMTP_TIMEOUT)
+        out.setdefault("timeout", timeout)
     elif base == SES_BACKEND:
         # {} (a fresh one per config), not ANYMAIL["AMAZON_SES_CLIENT_PARAMS"].
         out.setdefault("client_params", {})

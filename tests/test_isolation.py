@@ -19,6 +19,7 @@ import pytest
 from django.core.mail import EmailMessage
 
 from tenantmail import mailer
+from tenantmail.conf import get_settings
 from tenantmail.exceptions import TenantMailConfigurationError
 from tenantmail.factory import build_backend
 from tenantmail.isolation import TENANT_SMTP_TIMEOUT
@@ -134,11 +135,24 @@ def test_a_tenant_smtp_backend_is_built_from_the_tenants_options_only(
     assert backend.username == backend.password == ""
     assert backend.use_tls is bool(tls.get("use_tls"))
     assert backend.use_ssl is bool(tls.get("use_ssl"))
-    assert backend.timeout == TENANT_SMTP_TIMEOUT  # never EMAIL_TIMEOUT
+    # Never EMAIL_TIMEOUT (nor unbounded): the platform's tenant default.
+    assert backend.timeout == getattr(get_settings(), "timeout", TENANT_SMTP_TIMEOUT)
     assert not backend.ssl_certfile
     assert not backend.ssl_keyfile
     # With the platform's (missing) certificate this would raise FileNotFoundError.
     assert backend.ssl_context is not None
+
+
+def test_a_subclass_of_the_smtp_backend_is_isolated_like_it(
+    tenants: Tenants, hostile_platform_smtp: None, settings: Any
+) -> None:
+    subclass = "tests.test_smtp.RecordingSMTPBackend"
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "ALLOWED_BACKENDS": [subclass]}
+    hooli = set_mail(
+        tenants.hooli, mail_backend=subclass, mail_options={"host": "mail.hooli.example"}
+    )
+    backend: Any = build_backend(mailer(tenant=hooli).resolve())
+    assert (backend.username, backend.password, backend.port) == ("", "", 25)
 
 
 def test_the_tenants_own_timeout_is_kept(tenants: Tenants, hostile_platform_smtp: None) -> None:
@@ -314,6 +328,10 @@ def tenant_session(**extra: Any) -> dict[str, Any]:
             {"session_params": tenant_session(), "client_params": ["endpoint_url"]},
             "must be dict, got list",
         ),
+        (
+            {"session_params": tenant_session(), "client_params": {"config": "standard"}},
+            "client_params 'config' must be a JSON object",
+        ),
     ],
     ids=[
         "no-options",
@@ -327,6 +345,7 @@ def tenant_session(**extra: Any) -> dict[str, Any]:
         "client-cert",
         "client-credentials",
         "client-params-list",
+        "config-not-an-object",
     ],
 )
 def test_an_ses_tenant_must_bring_its_own_aws_credentials(
