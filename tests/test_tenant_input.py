@@ -93,6 +93,7 @@ def test_a_platform_account_tenant_still_sends_with_other_defaults(
         {"personalizations": {"custom_args": {"tenant": "globex"}}},
         {"headers": {"X-Metadata": '{"tenant": "globex"}'}},  # Brevo, Resend
         {"Globals": {"EventPayload": "{}"}},  # Mailjet
+        {"recipients": [{"address": "c@example.com", "metadata": {"tenant": "globex"}}]},
         {"Content": {"Raw": {"Data": "X-Metadata: {}"}}},  # Amazon SES
         {"TenantName": "globex"},  # Amazon SES: set by the platform
         {"sender_domain": "mg.globex.example"},
