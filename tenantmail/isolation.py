@@ -51,6 +51,11 @@ ISOLATING_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     },
     # None = the From address' domain (Anymail), never ANYMAIL["MAILGUN_SENDER_DOMAIN"].
     MAILGUN_BACKEND: {"sender_domain": None},
+    # Objects in the platform's ESP account (a stream, a sandbox inbox, a sub-account): None is
+    # Anymail's own default, i.e. the tenant account's default.
+    "anymail.backends.postmark.EmailBackend": {"message_stream": None},
+    "anymail.backends.mailtrap.EmailBackend": {"sandbox_id": None},
+    "anymail.backends.sparkpost.EmailBackend": {"subaccount": None},
 }
 
 #: What a tenant may put in SES ``session_params`` / ``client_params`` / ``client_params.config``.

@@ -379,3 +379,27 @@ def test_an_ses_tenant_sends_signed_with_its_own_key_only(
     shown = repr(mailer(tenant=acme).resolve())
     assert TENANT_AWS_SECRET not in shown
     assert TENANT_AWS_ID not in shown
+
+
+@pytest.mark.parametrize(
+    ("backend", "options", "setting", "attribute"),
+    [
+        ("postmark", {"server_token": "pm-tenant"}, "POSTMARK_MESSAGE_STREAM", "message_stream"),
+        ("mailtrap", {"api_token": "mt-tenant"}, "MAILTRAP_SANDBOX_ID", "sandbox_id"),
+        ("sparkpost", {"api_key": "sp-tenant"}, "SPARKPOST_SUBACCOUNT", "subaccount"),
+        ("mailgun", {"api_key": "key-tenant"}, "MAILGUN_SENDER_DOMAIN", "sender_domain"),
+    ],
+)
+def test_objects_of_the_platforms_esp_account_are_not_inherited(
+    tenants: Tenants,
+    settings: Any,
+    backend: str,
+    options: dict[str, Any],
+    setting: str,
+    attribute: str,
+) -> None:
+    settings.ANYMAIL = {setting: "platform-owned-object"}
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "ALLOWED_BACKENDS": [backend]}
+    acme = set_mail(tenants.acme, mail_backend=backend, mail_options=options)
+    built: Any = build_backend(mailer(tenant=acme).resolve())
+    assert getattr(built, attribute) is None
