@@ -209,7 +209,6 @@ TRACE_HEADERS = frozenset(
         "x-mc-metadata",
         "x-msys-api",
         "x-pm-metadata",
-        "x-ses-tenant",
     }
 )
 
