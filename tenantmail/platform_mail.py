@@ -76,7 +76,7 @@ def split_server_mail(
     messages: Sequence[EmailMessage],
 ) -> tuple[list[EmailMessage], Sequence[EmailMessage]]:
     """``(server mail, everything else)``; the input itself as the latter if nothing matched."""
-    server_email = _current_shape().server_email
+    server_email = (_shape or _current_shape()).server_email
     for message in messages:
         if message.from_email == server_email:
             break
