@@ -10,6 +10,7 @@ from django.core.checks import Error, Warning, run_checks
 from django.core.mail import EmailMessage
 from django.utils.log import AdminEmailHandler
 
+from tenantmail.backends import TenantBackend
 from tenantmail.checks import check_settings
 from tenantmail.factory import HAS_MAILERS
 from tests.test_settings import malformed_tenantmail
@@ -252,3 +253,25 @@ def test_w003_admin_mail_through_another_tenant_alias(settings: Any) -> None:
     assert ids(w003_for(settings, {"class": CUSTOM_HANDLER, "using": "tenants"})) == [
         "tenantmail.W003"
     ]
+
+
+class TenantBackendSubclass(TenantBackend):
+    pass
+
+
+def test_w003_follows_tenant_backend_subclasses_and_ignores_unimportable_routes(
+    settings: Any,
+) -> None:
+    subclass = f"{__name__}.TenantBackendSubclass"
+    if HAS_MAILERS:
+        settings.MAILERS = {"default": {"BACKEND": SMTP}, "tenants": {"BACKEND": subclass}}
+        assert ids(w003_for(settings, {"class": CUSTOM_HANDLER, "using": "tenants"})) == [
+            "tenantmail.W003"
+        ]
+        settings.MAILERS = {"default": {"BACKEND": SMTP}, "x": {"BACKEND": "no.such.Backend"}}
+        assert w003_for(settings, {"class": CUSTOM_HANDLER, "using": "x"}) == []
+    else:
+        without_mailers(settings, subclass)
+        assert ids(w003_for(settings, {"class": CUSTOM_HANDLER})) == ["tenantmail.W003"]
+        without_mailers(settings, "no.such.EmailBackend")
+        assert w003_for(settings, {"class": CUSTOM_HANDLER}) == []

@@ -25,6 +25,7 @@ from django_tenants.utils import schema_context, tenant_context
 from tenantmail import TenantThreadPoolExecutor, carry_tenant, mailer, sending_as
 from tenantmail.backends import TenantBackend
 from tenantmail.exceptions import TenantMailConfigurationError, UnresolvedTenantError
+from tenantmail.factory import HAS_MAILERS
 from tenantmail.tenancy import tenant_cache
 from tenantmail.testing import FakeESP
 from tenantmail.unresolved import call_site
@@ -239,3 +240,23 @@ def test_call_site_skips_library_and_stdlib_frames() -> None:
     import functools
 
     assert functools.partial(here)() == f"{__file__}:{line}"
+
+
+@pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS needs Django 6.1")
+def test_mailers_alias_pinned_to_public_is_platform_mail(
+    tenants: Tenants, fake_esp: FakeESP, warnings_log: pytest.LogCaptureFixture, settings: Any
+) -> None:
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "UNRESOLVED": "raise"}
+    settings.MAILERS = {
+        **settings.MAILERS,
+        "platform": {
+            "BACKEND": "tenantmail.backends.TenantBackend",
+            "OPTIONS": {"tenant": "public"},
+        },
+    }
+    email = EmailMessage("pinned", "body", to=["someone@example.com"])
+    email.send(using="platform")  # no tenant context at all
+    with schema_context("acme"):
+        email.send(using="platform")  # acme's context: still the platform
+    assert [m.credential for m in fake_esp.wait_for(2)] == [PLATFORM_KEY, PLATFORM_KEY]
+    assert unresolved_warnings(warnings_log) == []
