@@ -56,7 +56,9 @@ class TenantCache:
     """schema name -> tenant instance (or "no such tenant"), for a few seconds, bounded.
 
     Entries are also indexed by primary key, so a renamed tenant's *old* name can be forgotten
-    when only the new row is known (``post_save`` after a schema rename).
+    when only the new row is known (``post_save`` after a schema rename). A lookup that was
+    already reading the database when something was invalidated is not cached: it may have read
+    the row as it was before the change.
     """
 
     MAX_ENTRIES: Final = 10_000
@@ -65,6 +67,7 @@ class TenantCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._names_by_pk: dict[Any, set[str]] = {}
+        self._generation = 0  # bumped by every invalidation
         self.queries = 0  # lookups that reached the database; read by tests and benchmarks
 
     def get(self, schema_name: str) -> Any:
@@ -75,9 +78,12 @@ class TenantCache:
             if hit is not None and hit[0] > now:
                 self._entries.move_to_end(schema_name)
                 return hit[1]
+            generation = self._generation
         instance = self._fetch(schema_name)
         if ttl > 0:
             with self._lock:
+                if generation != self._generation:
+                    return instance  # invalidated while we read: maybe stale, don't keep it
                 self._pop(schema_name)
                 self._entries[schema_name] = (now + ttl, instance)
                 if instance is not None:
@@ -104,6 +110,7 @@ class TenantCache:
 
     def invalidate(self, schema_name: str | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if schema_name is None:
                 self._entries.clear()
                 self._names_by_pk.clear()
@@ -113,6 +120,7 @@ class TenantCache:
     def invalidate_pk(self, pk: Any) -> list[str]:
         """Forget every name cached for the tenant with this primary key; returns those names."""
         with self._lock:
+            self._generation += 1
             names = sorted(self._names_by_pk.get(pk, ()))
             for name in names:
                 self._pop(name)

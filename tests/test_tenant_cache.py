@@ -17,7 +17,7 @@ from django_tenants.utils import schema_context, schema_rename
 
 from tenantmail import mailer
 from tenantmail.exceptions import UnknownTenantError
-from tenantmail.tenancy import tenant_cache
+from tenantmail.tenancy import TenantCache, tenant_cache
 from tenantmail.testing import FakeESP
 from tests.conftest import ACME_KEY, Tenants, acme_options
 from tests.tenants_app.models import Client
@@ -103,3 +103,36 @@ def test_cache_entries_are_indexed_by_primary_key(tenants: Tenants) -> None:
     tenant_cache.invalidate("globex")
     tenant_cache.invalidate("no_such_tenant")
     assert tenant_cache.invalidate_pk(tenants.globex.pk) == []
+
+
+def test_a_lookup_overtaken_by_an_invalidation_is_not_cached(
+    tenants: Tenants, fake_esp: FakeESP
+) -> None:
+    """Another thread's read of the old row finishes *after* the change was invalidated (and
+    committed): what it read must not be kept for TENANT_CACHE_SECONDS."""
+    read, go_on = threading.Event(), threading.Event()
+
+    class SlowDatabase(TenantCache):
+        def _fetch(self, schema_name: str) -> Any:
+            instance = super()._fetch(schema_name)  # the real query: the old row
+            read.set()
+            go_on.wait(10)  # ... and a slow network back
+            return instance
+
+    cache = SlowDatabase()
+
+    def other_thread() -> None:
+        try:
+            cache.get("acme")
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    assert read.wait(10)
+    cache.invalidate("acme")  # post_save / on_commit of a change, meanwhile
+    go_on.set()
+    thread.join(10)
+    queries = cache.queries
+    cache.get("acme")
+    assert cache.queries == queries + 1  # looked up again, not served from the cache
