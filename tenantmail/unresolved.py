@@ -31,7 +31,7 @@ def unresolved() -> None:
     if get_settings().unresolved == "raise":
         raise UnresolvedTenantError(
             f"a send at {site} has no tenant context (no request tenant, schema_context(), "
-            f'sending_as() or tenant=) and is "raise"; {_HOW_TO_FIX}',
+            f'sending_as() or tenant=), and this setting is "raise"; {_HOW_TO_FIX}',
             setting=SETTING,
         )
     logger.warning(

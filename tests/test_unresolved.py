@@ -142,11 +142,18 @@ def test_carry_tenant_sends_as_acme_from_a_worker(
         with TenantThreadPoolExecutor(max_workers=1) as executor:
             return await loop.run_in_executor(executor, send_one, "tenant executor, loop")
 
+    async def default_executor() -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(TenantThreadPoolExecutor(max_workers=1))
+        return await loop.run_in_executor(None, send_one, "default executor")
+
     # Inside a coroutine django-tenants' connection is a different one (Django keeps one per
     # async context), so there only sending_as() -- a contextvar -- says who is sending.
     with sending_as("acme"):
         assert asyncio.run(main()) == 1
-    received = {m.subject: m.credential for m in fake_esp.wait_for(4)}
+        assert asyncio.run(default_executor()) == 1
+    received = {m.subject: m.credential for m in fake_esp.wait_for(5)}
+    assert len(received) == 5
     assert set(received.values()) == {ACME_KEY}
     assert unresolved_warnings(warnings_log) == []
 
