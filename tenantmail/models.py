@@ -27,10 +27,11 @@ class TenantMailSource:
 class TenantMailQuerySet(models.QuerySet[Any]):
     """Bulk writes that bypass ``post_save`` still drop what this process cached about tenants.
 
-    ``update()`` and ``bulk_update()`` send no signal, so without this a credential or schema
-    name changed through them kept resolving to the old row until ``TENANT_CACHE_SECONDS`` ran
-    out. Which rows changed is not known without another query, so the whole (small, per-process)
-    tenant cache is dropped -- now, and again when the transaction commits.
+    ``update()``, ``bulk_update()`` and ``bulk_create()`` send no signal, so without this a
+    credential or schema name changed through them kept resolving to the old row (and a name
+    created through them to "no such tenant") until ``TENANT_CACHE_SECONDS`` ran out. Which
+    rows changed is not known without another query, so the whole (small, per-process) tenant
+    cache is dropped -- now, and again when the transaction commits.
     """
 
     def update(self, **kwargs: Any) -> int:
@@ -42,6 +43,11 @@ class TenantMailQuerySet(models.QuerySet[Any]):
         rows = super().bulk_update(objs, fields, batch_size=batch_size)
         _forget_all(self.db)
         return rows
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        _forget_all(self.db)
+        return created
 
 
 def _forget_all(using: str) -> None:

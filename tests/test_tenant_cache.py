@@ -136,3 +136,20 @@ def test_a_lookup_overtaken_by_an_invalidation_is_not_cached(
     queries = cache.queries
     cache.get("acme")
     assert cache.queries == queries + 1  # looked up again, not served from the cache
+
+
+def test_bulk_create_is_seen_by_the_next_send(tenants: Tenants, fake_esp: FakeESP) -> None:
+    with pytest.raises(UnknownTenantError):
+        send("newco", "before")  # cached as "no such tenant"
+    Client.objects.bulk_create(
+        [
+            Client(
+                schema_name="newco",
+                name="Newco",
+                mail_backend="mailgun",
+                mail_options=acme_options(fake_esp, api_key=NEW_KEY),
+            )
+        ]
+    )
+    send("newco", "after")
+    assert credentials(fake_esp, 1) == {"after": NEW_KEY}
