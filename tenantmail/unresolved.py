@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from functools import cache
+from functools import cache, lru_cache
 from types import FrameType
 
 from .conf import get_settings
@@ -62,6 +62,7 @@ def _as_dir(path: str) -> str:
     return os.path.join(os.path.realpath(path), "")
 
 
+@lru_cache(maxsize=4096)  # realpath() is a few system calls; a stack repeats its files
 def _is_plumbing(filename: str) -> bool:
     if filename.startswith("<"):  # <frozen runpy>, <string>
         return True
