@@ -1,20 +1,38 @@
 """tenantmail: each django-tenants tenant's mail through its own django-anymail ESP account.
 
 Public API: :class:`tenantmail.backends.TenantBackend`, :func:`mailer`, :func:`sending_as`,
+:func:`carry_tenant`, :class:`TenantThreadPoolExecutor`,
 :class:`tenantmail.models.TenantMailMixin`, :mod:`tenantmail.exceptions`, :mod:`tenantmail.pool`.
+
+The names are imported on first use, so importing the package (or a settings-free submodule)
+never needs Django settings.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
-
-from .tenancy import sending_as
 
 if TYPE_CHECKING:
     from .backends import TenantBackend
+    from .tenancy import sending_as
+    from .threads import TenantThreadPoolExecutor, carry_tenant
 
-__all__ = ["mailer", "sending_as"]
+__all__ = ["TenantThreadPoolExecutor", "carry_tenant", "mailer", "sending_as"]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "sending_as": ".tenancy",
+    "carry_tenant": ".threads",
+    "TenantThreadPoolExecutor": ".threads",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tenantmail' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
 
 
 def mailer(tenant: Any = None, **overrides: Any) -> TenantBackend:

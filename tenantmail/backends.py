@@ -21,6 +21,7 @@ from .config import MailConfig, resolve
 from .defaults import apply_defaults, undo_defaults
 from .factory import build_backend
 from .invalidation import forget_tenant
+from .platform_mail import split_server_mail
 from .pool import get_pool
 from .tenancy import TenantLike, current_tenant
 
@@ -66,8 +67,19 @@ class TenantBackend(BaseEmailBackend):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
-        # Resolution errors are configuration errors: always raised, even when failing silently.
-        config = self.resolve()
+        # Django's own server mail (mail_admins, error reports, broken links) is platform mail
+        # whatever tenant is active: never the tenant's key, domain or From.
+        server_mail, email_messages = split_server_mail(email_messages)
+        sent = 0
+        if server_mail:
+            sent += self._send(resolve(None), server_mail)
+        if email_messages:
+            # Resolution errors are configuration errors: always raised, even when failing
+            # silently.
+            sent += self._send(self.resolve(), email_messages)
+        return sent
+
+    def _send(self, config: MailConfig, email_messages: Sequence[EmailMessage]) -> int:
         signals.pre_send.send(
             sender=TenantBackend,
             tenant=config.tenant,

@@ -6,17 +6,21 @@
   a missing MAILERS alias)
 - ``tenantmail.W001`` the tenant model does not use TenantMailMixin (all mail uses the platform)
 - ``tenantmail.W002`` an ALLOWED_BACKENDS entry cannot be imported
-- ``tenantmail.W003`` AdminEmailHandler would send error mail through a tenant's account
+- ``tenantmail.W003`` an AdminEmailHandler subclass that sends its own kind of mail routes
+  through TenantBackend (Django's own server mail is always platform mail; other mail is not)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.utils.log import DEFAULT_LOGGING, AdminEmailHandler
+from django.utils.module_loading import import_string
 
 from .conf import get_settings, load_settings
 from .exceptions import TenantMailConfigurationError
@@ -102,29 +106,87 @@ def _check_allowed_backends() -> list[checks.CheckMessage]:
     return problems
 
 
+def _is_tenant_backend(path: object) -> bool:
+    if path == TENANT_BACKEND:
+        return True
+    if not isinstance(path, str) or not path:
+        return False
+    from .backends import TenantBackend
+
+    try:
+        backend = import_string(path)
+    except ImportError:
+        return False  # Django reports an unimportable backend when it is used
+    return isinstance(backend, type) and issubclass(backend, TenantBackend)
+
+
 def _routes_to_tenant_backend(route: str | None) -> bool:
     """Does an AdminEmailHandler with this ``using``/``email_backend`` end up in TenantBackend?"""
-    if route == TENANT_BACKEND:
+    if _is_tenant_backend(route):
         return True
     mailers = getattr(settings, "MAILERS", None)
     if isinstance(mailers, Mapping):
         entry = mailers.get(route or "default")
-        return isinstance(entry, Mapping) and entry.get("BACKEND") == TENANT_BACKEND
-    return route is None and getattr(settings, "EMAIL_BACKEND", None) == TENANT_BACKEND
+        return isinstance(entry, Mapping) and _is_tenant_backend(entry.get("BACKEND"))
+    return route is None and _is_tenant_backend(getattr(settings, "EMAIL_BACKEND", None))
+
+
+def _sends_its_own_mail(handler_class: type[AdminEmailHandler]) -> bool:
+    """Does this handler class build its messages itself instead of through mail_admins()?
+
+    TenantBackend recognises Django's own server mail (from SERVER_EMAIL to ADMINS/MANAGERS,
+    see :mod:`tenantmail.platform_mail`) and sends it as platform mail; a subclass that
+    overrides how mail is sent may send something else, which would go out as tenant mail.
+    """
+    return (
+        handler_class.send_mail is not AdminEmailHandler.send_mail
+        or handler_class.emit is not AdminEmailHandler.emit
+    )
+
+
+AdminRoute = tuple[str, type[AdminEmailHandler], str | None]
+
+
+def _admin_handlers() -> set[AdminRoute]:
+    """(name, class, route) of every AdminEmailHandler: configured in LOGGING, and live ones.
+
+    Live handlers matter: Django applies its DEFAULT_LOGGING (an AdminEmailHandler on the
+    ``django`` logger, ``django.security.*`` included) even when LOGGING does not mention it.
+    """
+    configured: dict[str, AdminRoute] = {}
+    logging_setting = (getattr(settings, "LOGGING", None) or {}).get("handlers", {})
+    for name, config in [*DEFAULT_LOGGING["handlers"].items(), *logging_setting.items()]:
+        try:
+            handler_class = import_string(config.get("class", ""))
+        except ImportError:
+            handler_class = None
+        if isinstance(handler_class, type) and issubclass(handler_class, AdminEmailHandler):
+            route = config.get("using") or config.get("email_backend")
+            configured[name] = (name, handler_class, route)
+        else:
+            configured.pop(name, None)  # LOGGING replaced the default handler of that name
+    found = set(configured.values())
+    known = logging.Logger.manager.loggerDict.values()
+    loggers = [logging.getLogger(), *(x for x in known if isinstance(x, logging.Logger))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, AdminEmailHandler):
+                route = getattr(handler, "using", None) or handler.email_backend
+                found.add((handler.name or logger.name, type(handler), route))
+    return found
 
 
 def _check_admin_mail() -> list[checks.CheckMessage]:
-    handlers = (getattr(settings, "LOGGING", None) or {}).get("handlers", {})
     problems: list[checks.CheckMessage] = []
-    for name, handler in handlers.items():
-        if handler.get("class") != "django.utils.log.AdminEmailHandler":
-            continue
-        route = handler.get("using") or handler.get("email_backend")
-        if _routes_to_tenant_backend(route):
+    for name, handler_class, route in sorted(_admin_handlers(), key=repr):
+        if _sends_its_own_mail(handler_class) and _routes_to_tenant_backend(route):
             problems.append(
                 checks.Warning(
-                    f"LOGGING handler {name!r} sends error mail through TenantBackend, so an "
-                    "error during a tenant's request is mailed through that tenant's account.",
+                    f"LOGGING handler {name!r} ({handler_class.__module__}."
+                    f"{handler_class.__qualname__}) overrides how AdminEmailHandler sends and "
+                    "routes through TenantBackend: only Django's own server mail (from "
+                    "SERVER_EMAIL to ADMINS/MANAGERS) is sent as platform mail, so anything "
+                    "else it sends during a tenant's request goes through that tenant's account.",
                     hint="Give it a platform mailer: 'using': 'admin' (Django 6.1 MAILERS) or "
                     "'email_backend': 'django.core.mail.backends.smtp.EmailBackend'.",
                     id="tenantmail.W003",

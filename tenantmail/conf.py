@@ -63,6 +63,8 @@ REQUIRED_OPTIONS: Mapping[str, tuple[str, ...]] = {
 }
 
 MissingConfig = Literal["default", "raise"]
+#: What a send with no tenant context at all does (see tenancy.current_tenant).
+Unresolved = Literal["platform", "raise"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class TenantMailSettings:
         default_factory=lambda: dict(REQUIRED_OPTIONS)
     )
     missing_config: MissingConfig = "default"
+    unresolved: Unresolved = "platform"
     max_connections: int = 256
     idle_timeout: float = 60.0
     tenant_cache_seconds: float = 5.0
@@ -102,6 +105,7 @@ _KNOWN_KEYS = {
     "IDLE_TIMEOUT",
     "TENANT_CACHE_SECONDS",
     "METADATA_KEY",
+    "UNRESOLVED",
 }
 
 
@@ -186,6 +190,12 @@ def load_settings() -> TenantMailSettings:
     if missing not in ("default", "raise"):
         raise _error("MISSING_CONFIG", 'must be "default" or "raise"')
 
+    unresolved = raw.get("UNRESOLVED", defaults.unresolved)
+    if unresolved not in ("platform", "raise"):
+        raise _error(
+            "UNRESOLVED", 'must be "platform" (send as the platform, with a warning) or "raise"'
+        )
+
     metadata_key = raw.get("METADATA_KEY", defaults.metadata_key)
     if metadata_key is not None and (not isinstance(metadata_key, str) or not metadata_key):
         raise _error("METADATA_KEY", "must be a non-empty string, or None to opt out")
@@ -196,6 +206,7 @@ def load_settings() -> TenantMailSettings:
         allowed_backends=allowed_set,
         required_options=required,
         missing_config=missing,
+        unresolved=unresolved,
         max_connections=int(_number(raw, "MAX_CONNECTIONS", defaults.max_connections, minimum=1)),
         idle_timeout=_number(raw, "IDLE_TIMEOUT", defaults.idle_timeout, minimum=0),
         tenant_cache_seconds=_number(

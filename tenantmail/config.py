@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import threading
 from collections.abc import Mapping
@@ -195,6 +196,8 @@ class _ResolvedCache:
 
 
 _resolved = _ResolvedCache()
+# A lock another thread held at fork() stays held in the child forever: give the child a new one.
+os.register_at_fork(after_in_child=lambda: setattr(_resolved, "_lock", threading.Lock()))
 # One encoder for all keys: json.dumps(default=...) would build a new one on every send.
 _KEY_ENCODER = json.JSONEncoder(default=repr)
 

@@ -34,3 +34,7 @@ class TenantMailConfigurationError(TenantMailError, ImproperlyConfigured):
 
 class UnknownTenantError(TenantMailConfigurationError):
     """A schema name was given (or is active) for which no tenant row exists."""
+
+
+class UnresolvedTenantError(TenantMailConfigurationError):
+    """A send found no tenant context at all and ``TENANTMAIL["UNRESOLVED"]`` is ``"raise"``."""

@@ -24,8 +24,44 @@ class TenantMailSource:
     defaults: Any = field(default_factory=dict)
 
 
+class TenantMailQuerySet(models.QuerySet[Any]):
+    """Bulk writes that bypass ``post_save`` still drop what this process cached about tenants.
+
+    ``update()``, ``bulk_update()`` and ``bulk_create()`` send no signal, so without this a
+    credential or schema name changed through them kept resolving to the old row (and a name
+    created through them to "no such tenant") until ``TENANT_CACHE_SECONDS`` ran out. Which
+    rows changed is not known without another query, so the whole (small, per-process) tenant
+    cache is dropped -- now, and again when the transaction commits.
+    """
+
+    def update(self, **kwargs: Any) -> int:
+        rows = super().update(**kwargs)
+        _forget_all(self.db)
+        return rows
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        rows = super().bulk_update(objs, fields, batch_size=batch_size)
+        _forget_all(self.db)
+        return rows
+
+    def bulk_create(self, objs: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        created = super().bulk_create(objs, *args, **kwargs)
+        _forget_all(self.db)
+        return created
+
+
+def _forget_all(using: str) -> None:
+    from .invalidation import forget_all_tenants
+
+    forget_all_tenants(using)
+
+
 class TenantMailMixin(models.Model):
-    """Add to the django-tenants tenant model (``class Client(TenantMixin, TenantMailMixin)``)."""
+    """Add to the django-tenants tenant model (``class Client(TenantMixin, TenantMailMixin)``).
+
+    Its default manager, ``objects``, is built on :class:`TenantMailQuerySet`; a model that
+    declares its own manager should build it on that queryset too.
+    """
 
     mail_backend = models.CharField(
         _("mail backend"),
@@ -53,6 +89,8 @@ class TenantMailMixin(models.Model):
             "metadata, esp_extra."
         ),
     )
+
+    objects = TenantMailQuerySet.as_manager()
 
     class Meta:
         abstract = True

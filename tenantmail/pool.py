@@ -43,8 +43,12 @@ _process_id = os.getpid()
 
 
 def _after_fork_in_child() -> None:
-    global _process_id
+    global _process_id, _pool_lock
     _process_id = os.getpid()
+    # A lock another thread held at fork() stays held in the child forever.
+    _pool_lock = threading.Lock()
+    if _pool is not None:
+        _pool._lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -8,6 +8,7 @@ window, and a burst of sends costs one query per tenant, not one per message.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -34,7 +35,9 @@ _sending_as: ContextVar[object] = ContextVar("tenantmail_sending_as", default=_U
 def sending_as(tenant: TenantLike) -> Iterator[None]:
     """Send as ``tenant`` (a tenant instance or schema name) inside the block.
 
-    Contextvar-based, so it is local to the thread or asyncio task that entered it.
+    ``sending_as(None)`` marks platform mail. Contextvar-based: asyncio tasks and
+    ``asyncio.to_thread`` inherit it, a ``ThreadPoolExecutor`` does not -- wrap the function
+    with :func:`tenantmail.carry_tenant` (or use :class:`tenantmail.TenantThreadPoolExecutor`).
     """
     token = _sending_as.set(tenant)
     try:
@@ -50,13 +53,21 @@ class ActiveTenant:
 
 
 class TenantCache:
-    """schema name -> tenant instance (or "no such tenant"), for a few seconds, bounded."""
+    """schema name -> tenant instance (or "no such tenant"), for a few seconds, bounded.
+
+    Entries are also indexed by primary key, so a renamed tenant's *old* name can be forgotten
+    when only the new row is known (``post_save`` after a schema rename). A lookup that was
+    already reading the database when something was invalidated is not cached: it may have read
+    the row as it was before the change.
+    """
 
     MAX_ENTRIES: Final = 10_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._names_by_pk: dict[Any, set[str]] = {}
+        self._generation = 0  # bumped by every invalidation
         self.queries = 0  # lookups that reached the database; read by tests and benchmarks
 
     def get(self, schema_name: str) -> Any:
@@ -67,13 +78,18 @@ class TenantCache:
             if hit is not None and hit[0] > now:
                 self._entries.move_to_end(schema_name)
                 return hit[1]
+            generation = self._generation
         instance = self._fetch(schema_name)
         if ttl > 0:
             with self._lock:
+                if generation != self._generation:
+                    return instance  # invalidated while we read: maybe stale, don't keep it
+                self._pop(schema_name)
                 self._entries[schema_name] = (now + ttl, instance)
-                self._entries.move_to_end(schema_name)
+                if instance is not None:
+                    self._names_by_pk.setdefault(instance.pk, set()).add(schema_name)
                 while len(self._entries) > self.MAX_ENTRIES:
-                    self._entries.popitem(last=False)
+                    self._pop(next(iter(self._entries)))
         return instance
 
     def _fetch(self, schema_name: str) -> Any:
@@ -82,15 +98,42 @@ class TenantCache:
         manager = model._default_manager.using(get_settings().tenant_db_alias)
         return manager.filter(schema_name=schema_name).first()
 
+    def _pop(self, schema_name: str) -> None:
+        """Remove one entry and its pk index (call with the lock held)."""
+        entry = self._entries.pop(schema_name, None)
+        if entry is not None and entry[1] is not None:
+            names = self._names_by_pk.get(entry[1].pk)
+            if names is not None:
+                names.discard(schema_name)
+                if not names:
+                    del self._names_by_pk[entry[1].pk]
+
     def invalidate(self, schema_name: str | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if schema_name is None:
                 self._entries.clear()
+                self._names_by_pk.clear()
             else:
-                self._entries.pop(schema_name, None)
+                self._pop(schema_name)
+
+    def invalidate_pk(self, pk: Any) -> list[str]:
+        """Forget every name cached for the tenant with this primary key; returns those names."""
+        with self._lock:
+            self._generation += 1
+            names = sorted(self._names_by_pk.get(pk, ()))
+            for name in names:
+                self._pop(name)
+        return names
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread of the parent may have held the lock at fork(): in the child it would
+        # stay held forever, and the first lookup would hang.
+        self._lock = threading.Lock()
 
 
 tenant_cache = TenantCache()
+os.register_at_fork(after_in_child=lambda: tenant_cache._after_fork_in_child())
 
 
 def _connection_tenant() -> object:
@@ -98,12 +141,29 @@ def _connection_tenant() -> object:
 
 
 def current_tenant(explicit: TenantLike = None) -> ActiveTenant | None:
-    """The tenant whose mail this is, or ``None`` for platform mail (no tenant / public schema)."""
+    """The tenant whose mail this is, or ``None`` for platform mail.
+
+    Platform mail is *said*: ``tenant="public"`` or the public tenant instance,
+    ``sending_as(None)``, or a connection whose tenant is the public tenant's model instance (a
+    request to the public site through django-tenants' middleware, ``tenant_context(public)``).
+    Anything else without a tenant is *unresolved* and handled by ``TENANTMAIL["UNRESOLVED"]``:
+    no connection tenant, or django-tenants' ``FakeTenant("public")``, which is what a new
+    thread's connection, a management command or a worker starts with, and which
+    ``schema_context("public")`` leaves behind looking exactly the same.
+    """
     candidate: object = explicit
     if candidate is None:
         candidate = _sending_as.get()
         if candidate is _UNSET:
             candidate = _connection_tenant()
+            if candidate is None or (
+                not isinstance(candidate, models.Model)
+                and getattr(candidate, "schema_name", None) == get_settings().public_schema_name
+            ):
+                from .unresolved import unresolved
+
+                unresolved()  # raises, or warns: then it is platform mail
+                return None
     return _activate(candidate)
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from django.core.checks import Error, Warning, run_checks
+from django.core.mail import EmailMessage
+from django.utils.log import AdminEmailHandler
 
+from tenantmail.backends import TenantBackend
 from tenantmail.checks import check_settings
 from tenantmail.factory import HAS_MAILERS
 from tests.test_settings import malformed_tenantmail
@@ -173,32 +177,42 @@ def w003_for(settings: Any, handler: dict[str, Any]) -> list[Any]:
     return check_settings()
 
 
+class CustomAdminHandler(AdminEmailHandler):
+    """Sends its own kind of mail: TenantBackend cannot recognise it as Django's server mail."""
+
+    def send_mail(self, subject: str, message: str, *args: Any, **kwargs: Any) -> None:
+        EmailMessage(subject, message, to=["oncall@saas.example"]).send()
+
+
+CUSTOM_HANDLER = f"{__name__}.CustomAdminHandler"
+
+
 @needs_mailers
-def test_w003_admin_mail_through_the_default_mailer(settings: Any) -> None:
-    for handler in ({"class": ADMIN_HANDLER}, {"class": ADMIN_HANDLER, "using": "default"}):
+def test_w003_custom_admin_mail_through_the_default_mailer(settings: Any) -> None:
+    for handler in ({"class": CUSTOM_HANDLER}, {"class": CUSTOM_HANDLER, "using": "default"}):
         (warning,) = w003_for(settings, handler)
         assert isinstance(warning, Warning)
         assert warning.id == "tenantmail.W003"
-        assert warning.msg.startswith("LOGGING handler 'mail_admins' sends error mail through")
+        assert warning.msg.startswith("LOGGING handler 'mail_admins' (tests.test_checks.")
         assert "'using': 'admin'" in (warning.hint or "")
 
 
 @needs_mailers
 def test_w003_not_raised_for_a_platform_mailer(settings: Any) -> None:
-    assert w003_for(settings, {"class": ADMIN_HANDLER, "using": "admin"}) == []
+    assert w003_for(settings, {"class": CUSTOM_HANDLER, "using": "admin"}) == []
     settings.MAILERS = {"default": {"BACKEND": SMTP}}
-    assert w003_for(settings, {"class": ADMIN_HANDLER}) == []
-    assert w003_for(settings, {"class": ADMIN_HANDLER, "using": "default"}) == []
+    assert w003_for(settings, {"class": CUSTOM_HANDLER}) == []
+    assert w003_for(settings, {"class": CUSTOM_HANDLER, "using": "default"}) == []
 
 
 @ignore_email_deprecations
 def test_w003_follows_email_backend_without_mailers(settings: Any) -> None:
     without_mailers(settings, TENANT_BACKEND)
-    assert ids(w003_for(settings, {"class": ADMIN_HANDLER})) == ["tenantmail.W003"]
-    assert w003_for(settings, {"class": ADMIN_HANDLER, "email_backend": SMTP}) == []
+    assert ids(w003_for(settings, {"class": CUSTOM_HANDLER})) == ["tenantmail.W003"]
+    assert w003_for(settings, {"class": CUSTOM_HANDLER, "email_backend": SMTP}) == []
     without_mailers(settings, SMTP)
-    assert w003_for(settings, {"class": ADMIN_HANDLER}) == []
-    handler = {"class": ADMIN_HANDLER, "email_backend": TENANT_BACKEND}
+    assert w003_for(settings, {"class": CUSTOM_HANDLER}) == []
+    handler = {"class": CUSTOM_HANDLER, "email_backend": TENANT_BACKEND}
     assert ids(w003_for(settings, handler)) == ["tenantmail.W003"]
 
 
@@ -208,12 +222,56 @@ def test_w003_not_raised_for_other_handlers_or_no_logging(settings: Any) -> None
     assert check_settings() == []
 
 
+def test_w003_not_raised_for_djangos_own_admin_handler(settings: Any) -> None:
+    """Django's AdminEmailHandler -- DEFAULT_LOGGING's, live on the ``django`` logger in this
+    very process, or configured in LOGGING -- sends server mail, which TenantBackend always
+    sends as platform mail (tests/test_platform_mail.py)."""
+    handlers = logging.getLogger("django").handlers
+    assert any(type(h) is AdminEmailHandler for h in handlers)  # DEFAULT_LOGGING's, live
+    assert w003_for(settings, {"class": ADMIN_HANDLER}) == []
+    settings.LOGGING = None
+    assert check_settings() == []
+
+
+def test_w003_sees_live_handlers_not_only_the_logging_setting(settings: Any) -> None:
+    settings.LOGGING = None
+    logger = logging.getLogger("django.security")
+    handler = CustomAdminHandler()
+    logger.addHandler(handler)
+    try:
+        assert ids(check_settings()) == ["tenantmail.W003"]
+    finally:
+        logger.removeHandler(handler)
+
+
 @needs_mailers
 def test_w003_admin_mail_through_another_tenant_alias(settings: Any) -> None:
     settings.MAILERS = {
         "default": {"BACKEND": SMTP},
         "tenants": {"BACKEND": TENANT_BACKEND},
     }
-    assert ids(w003_for(settings, {"class": ADMIN_HANDLER, "using": "tenants"})) == [
+    assert ids(w003_for(settings, {"class": CUSTOM_HANDLER, "using": "tenants"})) == [
         "tenantmail.W003"
     ]
+
+
+class TenantBackendSubclass(TenantBackend):
+    pass
+
+
+def test_w003_follows_tenant_backend_subclasses_and_ignores_unimportable_routes(
+    settings: Any,
+) -> None:
+    subclass = f"{__name__}.TenantBackendSubclass"
+    if HAS_MAILERS:
+        settings.MAILERS = {"default": {"BACKEND": SMTP}, "tenants": {"BACKEND": subclass}}
+        assert ids(w003_for(settings, {"class": CUSTOM_HANDLER, "using": "tenants"})) == [
+            "tenantmail.W003"
+        ]
+        settings.MAILERS = {"default": {"BACKEND": SMTP}, "x": {"BACKEND": "no.such.Backend"}}
+        assert w003_for(settings, {"class": CUSTOM_HANDLER, "using": "x"}) == []
+    else:
+        without_mailers(settings, subclass)
+        assert ids(w003_for(settings, {"class": CUSTOM_HANDLER})) == ["tenantmail.W003"]
+        without_mailers(settings, "no.such.EmailBackend")
+        assert w003_for(settings, {"class": CUSTOM_HANDLER}) == []
