@@ -23,6 +23,7 @@ from .factory import build_backend
 from .invalidation import forget_tenant
 from .pool import get_pool
 from .tenancy import TenantLike, current_tenant
+from .webhooks.suppression import enforce as enforce_suppression
 
 logger = logging.getLogger("tenantmail")
 
@@ -68,6 +69,7 @@ class TenantBackend(BaseEmailBackend):
             return 0
         # Resolution errors are configuration errors: always raised, even when failing silently.
         config = self.resolve()
+        email_messages = enforce_suppression(config, email_messages)  # no-op unless enabled
         signals.pre_send.send(
             sender=TenantBackend,
             tenant=config.tenant,

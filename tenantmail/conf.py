@@ -101,6 +101,9 @@ _KNOWN_KEYS = {
     "IDLE_TIMEOUT",
     "TENANT_CACHE_SECONDS",
     "METADATA_KEY",
+    # Parsed by tenantmail.webhooks.conf (the webhooks subpackage owns them).
+    "SUPPRESSION",
+    "WEBHOOKS",
 }
 
 
