@@ -89,6 +89,26 @@ def record_events(tenant: str | None, events: Iterable[AnymailTrackingEvent], es
     return len(rows)
 
 
+def suppress(tenant: str | None, address: str, reason: str = "manual") -> bool:
+    """Add ``address`` to ``tenant``'s list by hand; ``False`` if it was there already."""
+    from ..models import Suppression
+
+    _obj, created = Suppression.objects.get_or_create(
+        tenant_schema=_schema(tenant), address=normalize(address), defaults={"reason": reason}
+    )
+    return created
+
+
+def unsuppress(tenant: str | None, address: str) -> bool:
+    """Let ``tenant`` send to ``address`` again; ``False`` if it was not suppressed."""
+    from ..models import Suppression
+
+    deleted, _by_model = Suppression.objects.filter(
+        tenant_schema=_schema(tenant), address=normalize(address)
+    ).delete()
+    return deleted > 0
+
+
 def _soft_bounce(event: AnymailTrackingEvent) -> bool:
     """Anymail reports some temporary bounces as BOUNCED; they must not suppress."""
     raw = event.esp_event
