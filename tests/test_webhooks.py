@@ -503,3 +503,33 @@ def test_secrets_never_reach_responses_logs_or_the_sending_backend(
     # Webhook secrets are not sending credentials: never options of the inner backend.
     assert "webhook_signing_key" not in config.options
     assert "mailgun" not in config.options
+
+
+@pytest.mark.parametrize("esp", ["mailgun", "postmark"])
+def test_error_reports_of_a_failing_receiver_hold_no_secret(esp: str, hooked: Tenants) -> None:
+    """A receiver's exception is a 500 (the ESP retries, as with Anymail); its report is clean."""
+    from django.test import RequestFactory
+    from django.views.debug import ExceptionReporter
+
+    from tenantmail.webhooks.esps import TRACKING_VIEWS
+
+    def failing(**kwargs: Any) -> None:
+        raise RuntimeError("receiver failed")
+
+    signed, _unsigned = ESP_CASES[esp]
+    body, content_type, headers = signed("acme")
+    request = RequestFactory().post(
+        tracking_url("acme", esp), data=body, content_type=content_type, **headers
+    )
+    signals.tracking.connect(failing, dispatch_uid="failing")
+    try:
+        with pytest.raises(RuntimeError, match="receiver failed") as excinfo:
+            TRACKING_VIEWS[esp].as_view()(request, tenant_key="acme")
+    finally:
+        signals.tracking.disconnect(dispatch_uid="failing")
+    # From the view down (the test's own frame holds the signed request it built).
+    reporter = ExceptionReporter(request, excinfo.type, excinfo.value, excinfo.tb.tb_next)
+    text, html = reporter.get_traceback_text(), reporter.get_traceback_html()
+    assert "receiver failed" in text
+    assert "secret_kwargs" in text or "dispatch" in text
+    assert_no_canary(text + html)

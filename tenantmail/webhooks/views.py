@@ -68,9 +68,10 @@ class TenantWebhookMixin:
         tenant_key = kwargs.pop("tenant_key", None)
         try:
             self.webhook_tenant = None if tenant_key is None else find_tenant(tenant_key)
-            view_kwargs = {**self._initkwargs, **self.secret_kwargs()}
             try:
-                super().__init__(**view_kwargs)
+                # No local variable holds the secrets: a receiver's exception later in this
+                # frame must not put them in Django's error report.
+                super().__init__(**{**self._initkwargs, **self.secret_kwargs()})
             except ImproperlyConfigured as error:
                 # The platform's ANYMAIL webhook settings are incomplete (Anymail's message names
                 # the setting and holds no secret).
