@@ -166,7 +166,7 @@ def test_topic_arn_allow_list(ses: Tenants, fake_sns: FakeSNS, received: list[An
 
 
 def test_subscription_confirmation_is_logged_not_confirmed(
-    ses: Tenants, fake_sns: FakeSNS, received: list[Any]
+    ses: Tenants, fake_sns: FakeSNS, received: list[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     message = fake_sns.sign(
         {
@@ -184,11 +184,15 @@ def test_subscription_confirmation_is_logged_not_confirmed(
         "HTTP_X_AMZ_SNS_MESSAGE_ID": "sub-1",
         **basic_auth(ACME_BASIC),
     }
-    response = post(
-        tracking_url("acme", "amazon_ses"), (json.dumps(message).encode(), "text/plain", headers)
-    )
+    with caplog.at_level(logging.WARNING, logger="tenantmail.webhooks"):
+        response = post(
+            tracking_url("acme", "amazon_ses"),
+            (json.dumps(message).encode(), "text/plain", headers),
+        )
     assert response.status_code == 200
     assert received == []
+    assert "arn:aws:sns:us-east-1:123456789012:ses-events" in caplog.text
+    assert "AWS console" in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,17 @@ class AmazonSESTrackingView(TenantWebhookMixin, AmazonSESTrackingWebhookView):  
             return response
         return super().post(request, *args, **kwargs)
 
+    def auto_confirm_sns_subscription(self, sns_message: dict[str, Any]) -> None:
+        if self.auto_confirm_enabled:
+            super().auto_confirm_sns_subscription(sns_message)
+            return
+        logger.warning(
+            "tenantmail: %s received an SNS SubscriptionConfirmation for topic %r; confirm it in "
+            "the AWS console (tenant subscriptions are not auto-confirmed)",
+            self._who(),
+            sns_message.get("TopicArn"),
+        )
+
     def validate_request(self, request: HttpRequest) -> None:
         # Basic auth first: only an authenticated request may make us fetch a certificate.
         AnymailBasicAuthMixin.validate_request(self, request)
