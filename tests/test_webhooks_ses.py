@@ -218,18 +218,33 @@ def test_webhook_settings_are_validated(settings: Any) -> None:
     from tenantmail.exceptions import TenantMailConfigurationError
     from tenantmail.webhooks.conf import get_webhook_settings
 
-    for bad in [
-        {"SUPPRESSION": "maybe"},
-        {"WEBHOOKS": []},
-        {"WEBHOOKS": {"NOPE": 1}},
-        {"WEBHOOKS": {"SNS_CERT_URL_PATTERN": "("}},
-        {"WEBHOOKS": {"SNS_CA_BUNDLE": False}},
-        {"WEBHOOKS": {"MAILGUN_MAX_AGE": "soon"}},
-        {"WEBHOOKS": {"MAILGUN_MAX_AGE": -1}},
+    base = dict(settings.TENANTMAIL)
+    for bad, where in [
+        ({"SUPPRESSION": "maybe"}, 'TENANTMAIL["SUPPRESSION"]'),
+        ({"WEBHOOKS": []}, 'TENANTMAIL["WEBHOOKS"]'),
+        ({"WEBHOOKS": {"NOPE": 1}}, "NOPE"),
+        ({"WEBHOOKS": {"SNS_CERT_URL_PATTERN": "("}}, "SNS_CERT_URL_PATTERN"),
+        ({"WEBHOOKS": {"SNS_CA_BUNDLE": False}}, "SNS_CA_BUNDLE"),
+        ({"WEBHOOKS": {"MAILGUN_MAX_AGE": "soon"}}, "MAILGUN_MAX_AGE"),
+        ({"WEBHOOKS": {"MAILGUN_MAX_AGE": -1}}, "MAILGUN_MAX_AGE"),
+        ({"WEBHOOKS": {"SNS_CERT_TIMEOUT": True}}, "SNS_CERT_TIMEOUT"),
     ]:
-        settings.TENANTMAIL = {**settings.TENANTMAIL, **bad}
-        with pytest.raises(TenantMailConfigurationError, match="TENANTMAIL"):
+        settings.TENANTMAIL = {**base, **bad}
+        with pytest.raises(TenantMailConfigurationError) as excinfo:
             get_webhook_settings()
+        assert where in str(excinfo.value)
+    settings.TENANTMAIL = {
+        **base,
+        "SUPPRESSION": "raise",
+        "WEBHOOKS": {"MAILGUN_MAX_AGE": None, "SNS_CA_BUNDLE": "/etc/ssl/ca.pem"},
+    }
+    parsed = get_webhook_settings()
+    assert (parsed.suppression, parsed.mailgun_max_age, parsed.sns_ca_bundle) == (
+        "raise",
+        None,
+        "/etc/ssl/ca.pem",
+    )
+    assert parsed.sns_cert_timeout == 5.0
     settings.TENANTMAIL = "nope"
     with pytest.raises(TenantMailConfigurationError):
         get_webhook_settings()

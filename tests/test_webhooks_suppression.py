@@ -185,15 +185,25 @@ def test_off_by_default_records_but_sends(
 
 
 def test_off_costs_next_to_nothing(hooked: Tenants) -> None:
-    """The hook on the send path: a cached settings read and a comparison (printed for the log)."""
+    """The send path's hook when off: one cached settings read and a comparison.
+
+    Compared with a plain Python function doing only the comparison (so that coverage tracing or
+    a loaded machine slows both alike); the absolute figure is printed (~40 ns here, untraced).
+    """
     config = mailer(tenant="acme").resolve()
     messages = [EmailMessage("s", "b", to=["a@example.com"])]
+
+    def baseline(config: Any, messages: list[EmailMessage]) -> list[EmailMessage]:
+        mode = "off"
+        if mode == "off":
+            return messages
+        return []  # pragma: no cover
+
     runs = 20_000
-    hook = min(timeit.repeat(lambda: suppression.enforce(config, messages), number=runs, repeat=5))
-    noop = min(timeit.repeat(lambda: (config, messages), number=runs, repeat=5))
-    per_call_ns = (hook - noop) / runs * 1e9
-    print(f"suppression hook when off: {per_call_ns:.0f} ns per send")
-    assert per_call_ns < 2_000  # ≤ 2 µs even on a loaded CI machine (typically ~150 ns)
+    hook = min(timeit.repeat(lambda: suppression.enforce(config, messages), number=runs, repeat=7))
+    base = min(timeit.repeat(lambda: baseline(config, messages), number=runs, repeat=7))
+    print(f"suppression hook when off: {hook / runs * 1e9:.0f} ns per send")
+    assert hook < 4 * base
 
 
 def test_platform_mail_uses_the_public_list(hooked: Tenants, fake_esp: FakeESP, mode: Any) -> None:

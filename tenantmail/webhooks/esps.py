@@ -48,12 +48,19 @@ class _MailgunFreshness(TenantWebhookMixin):
 
     @staticmethod
     def _signature_field(request: HttpRequest, name: str) -> Any:
-        if request.content_type == "application/json":
+        if request.content_type != "application/json":
+            return request.POST.get(name)
+        # Parsed once per request (freshness and reuse checks both need it).
+        block = getattr(request, "_tenantmail_mailgun_signature", None)
+        if block is None:
             try:
-                return json.loads(request.body)["signature"][name]
+                block = json.loads(request.body)["signature"]
             except (ValueError, KeyError, TypeError):
-                return None  # Anymail's own validator rejects the shape
-        return request.POST.get(name)
+                block = {}  # Anymail's own validator rejects the shape
+            if not isinstance(block, dict):
+                block = {}
+            request._tenantmail_mailgun_signature = block  # type: ignore[attr-defined]
+        return block.get(name)
 
     def seen_before(self, request: HttpRequest) -> bool:
         token = str(self._signature_field(request, "token"))

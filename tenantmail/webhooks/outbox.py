@@ -9,6 +9,7 @@ time, so a replayed or late event is harmless.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from anymail.signals import AnymailTrackingEvent
@@ -21,6 +22,7 @@ from ..conf import get_settings
 _OUTBOX = ("tenantmail", "OutboxMessage")
 
 
+@cache
 def outbox_model() -> Any:
     """The ``OutboxMessage`` model, or ``None`` while the queue is not installed."""
     try:

@@ -70,8 +70,10 @@ def record_events(tenant: str | None, events: Iterable[AnymailTrackingEvent], es
     rows: dict[str, Suppression] = {}
     for event in events:
         reason = SUPPRESSING_EVENTS.get(event.event_type)
+        if reason is None or _soft_bounce(event):
+            continue  # most events (delivered, opened, ...): no address parsing at all
         address = normalize(event.recipient or "")
-        if reason is None or not address or _soft_bounce(event):
+        if not address:
             continue
         rows.setdefault(
             address,
