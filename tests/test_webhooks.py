@@ -454,6 +454,9 @@ def test_tracking_url_shapes(hooked: Tenants) -> None:
     assert tracking_url(hooked.acme, "mailgun") == "/tenantmail/mailgun/tracking/acme/"
     assert tracking_url("globex", "amazon_ses") == "/tenantmail/amazon_ses/tracking/globex/"
     assert inbound_url(None, "mailgun") == "/tenantmail/mailgun/inbound/"
+    for spelling in ("Amazon SES", "amazon-ses", "ses"):
+        assert tracking_url("acme", spelling) == "/tenantmail/amazon_ses/tracking/acme/"
+    assert tracking_url("acme", "Mailgun") == "/tenantmail/mailgun/tracking/acme/"
     with pytest.raises(ValueError, match="supported"):
         tracking_url("acme", "carrier-pigeon")
     with pytest.raises(ValueError, match="supported"):

@@ -21,6 +21,14 @@ __all__ = ["ESPS", "inbound_url", "tracking_url"]
 #: ESPs with a per-tenant tracking URL (the names used in URLs and ``mail_webhook_secrets``).
 ESPS = ("mailgun", "postmark", "sendgrid", "brevo", "resend", "amazon_ses")
 INBOUND_ESPS = ("mailgun", "postmark", "sendgrid")
+#: Other spellings accepted by :func:`tracking_url` (Anymail's names and common short forms).
+ESP_ALIASES = {"ses": "amazon_ses", "amazonses": "amazon_ses", "sendinblue": "brevo"}
+
+
+def esp_key(esp: str) -> str:
+    """The URL name of an ESP: ``"Amazon SES"``, ``"amazon-ses"``, ``"ses"`` -> ``"amazon_ses"``."""
+    key = esp.strip().lower().replace("-", "_").replace(" ", "_")
+    return ESP_ALIASES.get(key, key)
 
 
 def _tenant_key(tenant: Any) -> str | None:
@@ -36,6 +44,7 @@ def _reverse(kind: str, tenant: Any, esp: str, supported: tuple[str, ...]) -> st
     from django.conf import settings
     from django.urls import NoReverseMatch, reverse
 
+    esp = esp_key(esp)
     if esp not in supported:
         raise ValueError(f"no {kind} webhook for {esp!r}; supported: {', '.join(supported)}")
     key = _tenant_key(tenant)
