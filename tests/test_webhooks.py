@@ -536,3 +536,38 @@ def test_error_reports_of_a_failing_receiver_hold_no_secret(esp: str, hooked: Te
     assert "receiver failed" in text
     assert "secret_kwargs" in text or "dispatch" in text
     assert_no_canary(text + html)
+
+
+def test_mailgun_inbound_form_post_is_dispatched_as_the_tenant_once(
+    hooked: Tenants, received: Received
+) -> None:
+    """Mailgun's inbound route posts a form (signature fields among the message fields)."""
+    import hashlib
+    import hmac
+    import secrets
+
+    stamp, token = str(int(time.time())), secrets.token_hex(25)
+    signature = hmac.new(
+        ACME_SIGNING.encode(), f"{stamp}{token}".encode(), hashlib.sha256
+    ).hexdigest()
+    form = {
+        "timestamp": stamp,
+        "token": token,
+        "signature": signature,
+        "recipient": "support@acme.example",
+        "sender": "bob@example.net",
+        "body-mime": (
+            "From: bob@example.net\r\nTo: support@acme.example\r\nSubject: Hi\r\n\r\nhi\r\n"
+        ),
+    }
+    client = HttpClient()
+    url = inbound_url("acme", "mailgun")
+    assert client.post(url, data=form, HTTP_HOST="localhost").status_code == 200
+    assert [(r["tenant"], r["schema"]) for r in received.ours] == [("acme", "acme")]
+    assert received.ours[0]["event"].message.subject == "Hi"
+    # The same signature again (a replay) is acknowledged but not dispatched.
+    assert client.post(url, data=form, HTTP_HOST="localhost").status_code == 200
+    assert len(received.ours) == 1
+    # A new token under the old signature: refused.
+    forged = {**form, "token": secrets.token_hex(25)}
+    assert client.post(url, data=forged, HTTP_HOST="localhost").status_code == 400
