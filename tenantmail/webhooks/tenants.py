@@ -3,7 +3,7 @@
 The tenant key is the schema name. It only *routes*; authenticity comes from the tenant's own
 signing key / basic-auth credential, so an unguessable URL token would add obscurity, not
 security, and would be one more secret to rotate. Unknown and deleted tenants answer the same
-404, so the answer says nothing more than the (public) schema names already do.
+404 (that a schema name exists stays observable: schema names are identifiers, not secrets).
 """
 
 from __future__ import annotations
