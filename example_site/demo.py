@@ -83,9 +83,18 @@ def main() -> int:
 
             _wait_for(servers, len(expected))
             rows = mailbox.rows(servers.received())
+            status = _report(rows, expected)
+            status |= _webhooks(servers, run)
     finally:
         fakes.stop()
-    return _report(rows, expected)
+    return status
+
+
+def _webhooks(servers: DemoServers, run: str) -> int:
+    """Delivery events back to each tenant (tenantmail.webhooks); see example_site.webhooks_demo."""
+    from example_site import webhooks_demo
+
+    return webhooks_demo.run(servers, run)
 
 
 def _log_error(text: str, handler_class: type[logging.Handler]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 
 from example_site import views
 
@@ -16,4 +16,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("send-all/", views.send_all, name="send-all"),
     path("received/", views.received, name="received"),
     path("received.json", views.received_json, name="received-json"),
+    # ESP event webhooks, one URL per tenant and ESP (tenantmail.webhooks.tracking_url).
+    path("tenantmail/", include("tenantmail.webhooks.urls")),
 ]

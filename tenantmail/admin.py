@@ -41,6 +41,7 @@ from .masking import mask, masked
 from .models import TenantMailSource
 from .tenancy import ActiveTenant
 from .validation import check_defaults
+from .webhooks.admin import describe_webhook_secrets
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
@@ -263,6 +264,7 @@ class TenantMailForm(_FormBase):
             elif value is not None:
                 self.initial.setdefault(name, value)
         self._describe_other_options()
+        describe_webhook_secrets(self, self.instance)
 
     def _setup_backend_choices(self) -> None:
         field = self.fields.get("mail_backend")
@@ -462,6 +464,7 @@ TENANTMAIL_FIELDSETS: list[tuple[Any, dict[str, Any]]] = [
         {"fields": ["mail_options_other", "mail_options_forget"], "classes": ["collapse"]},
     ),
     (_("Message defaults"), {"fields": ["mail_defaults"]}),
+    (_("Webhook secrets"), {"fields": ["mail_webhook_secrets"]}),
 ]
 
 _FORM_FIELDS = frozenset(

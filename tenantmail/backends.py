@@ -24,6 +24,7 @@ from .invalidation import forget_tenant
 from .platform_mail import split_server_mail
 from .pool import get_pool
 from .tenancy import TenantLike, current_tenant
+from .webhooks.suppression import enforce as enforce_suppression
 
 logger = logging.getLogger("tenantmail")
 
@@ -80,6 +81,7 @@ class TenantBackend(BaseEmailBackend):
         return sent
 
     def _send(self, config: MailConfig, email_messages: Sequence[EmailMessage]) -> int:
+        email_messages = enforce_suppression(config, email_messages)  # no-op unless enabled
         signals.pre_send.send(
             sender=TenantBackend,
             tenant=config.tenant,

@@ -106,6 +106,9 @@ _KNOWN_KEYS = {
     "TENANT_CACHE_SECONDS",
     "METADATA_KEY",
     "UNRESOLVED",
+    # Parsed by tenantmail.webhooks.conf (the webhooks subpackage owns them).
+    "SUPPRESSION",
+    "WEBHOOKS",
 }
 
 

@@ -1,4 +1,8 @@
-"""``TenantMailMixin``: the mail settings that live on the tenant model."""
+"""``TenantMailMixin``: the mail settings that live on the tenant model; shared public models.
+
+``Suppression`` (public schema, keyed by tenant schema name) is written by
+:mod:`tenantmail.webhooks` and read by the send path when ``TENANTMAIL["SUPPRESSION"]`` is on.
+"""
 
 from __future__ import annotations
 
@@ -91,6 +95,14 @@ class TenantMailMixin(models.Model):
     )
 
     objects = TenantMailQuerySet.as_manager()
+    mail_webhook_secrets = EncryptedJSONField(
+        _("mail webhook secrets"),
+        help_text=_(
+            "Keys the tenant's ESP account signs its event webhooks with, per ESP, e.g. "
+            '{"mailgun": {"webhook_signing_key": "..."}}. Stored encrypted; never passed to '
+            "the sending backend. Leave blank to keep."
+        ),
+    )
 
     class Meta:
         abstract = True
@@ -105,3 +117,38 @@ class TenantMailMixin(models.Model):
             options=self.mail_options if self.mail_options is not None else {},
             defaults=self.mail_defaults if self.mail_defaults is not None else {},
         )
+
+
+class Suppression(models.Model):
+    """An address a tenant must not send to any more (hard bounce, complaint, unsubscribe).
+
+    Lives in the public schema and is keyed by the tenant's schema name, so one table serves
+    every tenant and a tenant's list survives nothing but its own entries being removed.
+    """
+
+    class Reason(models.TextChoices):
+        BOUNCED = "bounced", _("hard bounce")
+        COMPLAINED = "complained", _("spam complaint")
+        UNSUBSCRIBED = "unsubscribed", _("unsubscribed")
+        MANUAL = "manual", _("added by hand")
+
+    tenant_schema = models.CharField(_("tenant schema"), max_length=63)
+    address = models.CharField(_("address"), max_length=254, help_text=_("Lower-cased."))
+    reason = models.CharField(_("reason"), max_length=20, choices=Reason.choices)
+    esp_name = models.CharField(_("ESP"), max_length=40, blank=True, default="")
+    event_id = models.CharField(_("ESP event id"), max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(_("suppressed at"), auto_now_add=True)
+
+    class Meta:
+        app_label = "tenantmail"
+        verbose_name = _("suppressed address")
+        verbose_name_plural = _("suppressed addresses")
+        constraints = [  # noqa: RUF012 (Django's Meta API)
+            models.UniqueConstraint(
+                fields=["tenant_schema", "address"], name="tenantmail_suppression_unique"
+            )
+        ]
+        ordering = ["tenant_schema", "address"]  # noqa: RUF012
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.tenant_schema}: {self.reason})"

@@ -149,7 +149,10 @@ def test_key_rotation_reencrypts_every_row_under_the_new_key(
 
     out = StringIO()
     call_command("tenantmail_reencrypt", stdout=out)
-    assert out.getvalue() == f"re-encrypted mail_options of {tokens} tenant(s).\n"
+    assert out.getvalue() == (
+        f"re-encrypted mail_options of {tokens} tenant(s).\n"
+        f"re-encrypted mail_webhook_secrets of {tokens} tenant(s).\n"
+    )
     assert ACME_KEY not in out.getvalue()
 
     after = all_raw_options()
@@ -167,13 +170,35 @@ def test_key_rotation_reencrypts_every_row_under_the_new_key(
     assert [m.credential for m in fake_esp.wait_for(1)] == [ACME_KEY]
 
 
+def test_reencrypt_rotates_webhook_secrets_too(tenants: Tenants, settings: Any) -> None:
+    tenants.acme.mail_webhook_secrets = {"mailgun": {"webhook_signing_key": CANARY}}
+    tenants.acme.save()
+    new_key = generate_key()
+    use_keys(settings, new_key, TEST_KEY)
+    out = StringIO()
+    call_command("tenantmail_reencrypt", stdout=out)
+    assert CANARY not in out.getvalue()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT mail_webhook_secrets FROM public.tenants_app_client WHERE schema_name = %s",
+            ["acme"],
+        )
+        (token,) = cursor.fetchone()
+    assert decrypt_with(new_key, token) == {"mailgun": {"webhook_signing_key": CANARY}}
+    use_keys(settings, new_key)  # the old key is gone
+    assert fresh("acme").mail_webhook_secrets == {"mailgun": {"webhook_signing_key": CANARY}}
+
+
 def test_reencrypt_dry_run_writes_nothing(tenants: Tenants, settings: Any) -> None:
     before = all_raw_options()
     tokens = sum(1 for value in before.values() if value)
     use_keys(settings, generate_key(), TEST_KEY)
     out = StringIO()
     call_command("tenantmail_reencrypt", "--dry-run", stdout=out)
-    assert out.getvalue() == f"would re-encrypt mail_options of {tokens} tenant(s).\n"
+    assert out.getvalue() == (
+        f"would re-encrypt mail_options of {tokens} tenant(s).\n"
+        f"would re-encrypt mail_webhook_secrets of {tokens} tenant(s).\n"
+    )
     assert all_raw_options() == before
 
 
@@ -183,7 +208,7 @@ def test_reencrypt_skips_empty_columns(tenants: Tenants, settings: Any) -> None:
     use_keys(settings, generate_key(), TEST_KEY)
     out = StringIO()
     call_command("tenantmail_reencrypt", stdout=out)
-    assert out.getvalue() == f"re-encrypted mail_options of {tokens - 1} tenant(s).\n"
+    assert out.getvalue().splitlines()[0] == f"re-encrypted mail_options of {tokens - 1} tenant(s)."
     assert raw_options("initech") == ""
 
 

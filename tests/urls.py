@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.mail import EmailMessage
 from django.http import HttpRequest, HttpResponse
-from django.urls import path
+from django.urls import include, path
 
 from tenantmail import mailer
 
@@ -14,4 +14,7 @@ def send_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(f"{sent}")
 
 
-urlpatterns = [path("send/", send_view)]
+urlpatterns = [
+    path("send/", send_view),
+    path("tenantmail/", include("tenantmail.webhooks.urls")),
+]

@@ -12,6 +12,10 @@ from django_tenants.utils import get_public_schema_name
 from example_site.customers.models import Client, Domain
 from tenantmail.admin import TenantMailAdminMixin
 from tenantmail.masking import mask
+from tenantmail.models import Suppression
+from tenantmail.webhooks.admin import SuppressionAdmin
+
+admin.site.register(Suppression, SuppressionAdmin)
 
 
 class DomainInline(admin.TabularInline):  # type: ignore[type-arg]

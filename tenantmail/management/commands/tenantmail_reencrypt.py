@@ -1,4 +1,7 @@
-"""Re-encrypt every tenant's mail_options under the newest key of the key ring.
+"""Re-encrypt every tenant's encrypted mail settings under the newest key of the key ring.
+
+That is every ``EncryptedJSONField`` of the tenant model (``mail_options``,
+``mail_webhook_secrets``, ...).
 
 Run after prepending a key to TENANTMAIL["ENCRYPTION_KEYS"]; then the old key can be removed.
 Works on ciphertext only (MultiFernet.rotate): no credential is decrypted into this process'
@@ -16,11 +19,15 @@ from django.db.models.functions import Cast
 from django_tenants.utils import get_tenant_database_alias, get_tenant_model
 
 from tenantmail import crypto
+from tenantmail.fields import EncryptedJSONField
 from tenantmail.models import TenantMailMixin
 
 
 class Command(BaseCommand):
-    help = "Re-encrypt every tenant's mail_options under the newest TENANTMAIL encryption key."
+    help = (
+        "Re-encrypt every tenant's encrypted mail settings (mail_options, "
+        "mail_webhook_secrets) under the newest TENANTMAIL encryption key."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -31,8 +38,29 @@ class Command(BaseCommand):
         model = get_tenant_model()
         if not issubclass(model, TenantMailMixin):
             raise CommandError(f"{model._meta.label} does not use TenantMailMixin.")
-        field = model._meta.get_field("mail_options")
+        # Every encrypted column of the model: mail_options, mail_webhook_secrets, and any a
+        # project adds to its tenant model.
+        fields = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedJSONField)]
         alias = get_tenant_database_alias()
+        verb = "would re-encrypt" if dry_run else "re-encrypted"
+        failures: list[str] = []
+        with transaction.atomic(using=alias):
+            for field in fields:
+                rotated, failed = self._rotate(model, field, alias, dry_run)
+                self.stdout.write(f"{verb} {field.name} of {rotated} tenant(s).")
+                if failed:
+                    failures.append(
+                        f"no configured key decrypts {field.name} of {len(failed)} tenant(s): "
+                        f"{', '.join(sorted(failed))}."
+                    )
+        if failures:
+            raise CommandError(
+                " ".join(failures)
+                + ' Add the key they were encrypted with to TENANTMAIL["ENCRYPTION_KEYS"] '
+                "(after the new one) and run again."
+            )
+
+    def _rotate(self, model: Any, field: Any, alias: str, dry_run: bool) -> tuple[int, list[str]]:
         # Cast to a plain TextField (reading) and Value (writing) bypass the field's
         # from_db_value/get_prep_value: only raw ciphertext passes through here.
         rows = (
@@ -41,25 +69,17 @@ class Command(BaseCommand):
             .values_list("pk", "schema_name", "token")
         )
         rotated, failed = 0, []
-        with transaction.atomic(using=alias):
-            for pk, schema_name, token in rows.iterator():
-                if not token:
-                    continue
-                try:
-                    new_token = crypto.rotate(token)
-                except crypto.InvalidToken:
-                    failed.append(schema_name)
-                    continue
-                rotated += 1
-                if not dry_run:
-                    model._default_manager.using(alias).filter(pk=pk).update(
-                        **{field.attname: Value(new_token, output_field=models.TextField())}
-                    )
-        verb = "would re-encrypt" if dry_run else "re-encrypted"
-        self.stdout.write(f"{verb} mail_options of {rotated} tenant(s).")
-        if failed:
-            raise CommandError(
-                f"no configured key decrypts mail_options of {len(failed)} tenant(s): "
-                f"{', '.join(sorted(failed))}. Add the key they were encrypted with to "
-                'TENANTMAIL["ENCRYPTION_KEYS"] (after the new one) and run again.'
-            )
+        for pk, schema_name, token in rows.iterator():
+            if not token:
+                continue
+            try:
+                new_token = crypto.rotate(token)
+            except crypto.InvalidToken:
+                failed.append(schema_name)
+                continue
+            rotated += 1
+            if not dry_run:
+                model._default_manager.using(alias).filter(pk=pk).update(
+                    **{field.attname: Value(new_token, output_field=models.TextField())}
+                )
+        return rotated, failed

@@ -1,0 +1,218 @@
+"""One tenant-aware view per Anymail webhook view, and which tenant secrets each takes.
+
+``mail_webhook_secrets`` keys are Anymail's own keyword names, so Anymail's docs on how each ESP
+signs its webhooks apply as written; ``REQUIRED`` lists what a tenant with its own account must
+set (its events are refused with a 403 until then, never checked with the platform's keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Any, ClassVar
+
+from anymail.exceptions import AnymailWebhookValidationFailure
+from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
+from anymail.webhooks.base import AnymailBasicAuthMixin
+from anymail.webhooks.brevo import BrevoTrackingWebhookView
+from anymail.webhooks.mailgun import MailgunInboundWebhookView, MailgunTrackingWebhookView
+from anymail.webhooks.postmark import PostmarkInboundWebhookView, PostmarkTrackingWebhookView
+from anymail.webhooks.resend import ResendTrackingWebhookView
+from anymail.webhooks.sendgrid import SendGridInboundWebhookView, SendGridTrackingWebhookView
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.http import HttpRequest, HttpResponse
+
+from .. import signals
+from . import sns
+from .conf import get_webhook_settings
+from .views import TenantWebhookMixin
+
+logger = logging.getLogger("tenantmail.webhooks")
+
+# -- Mailgun: HMAC-SHA256 of timestamp+token with the webhook signing key -----------------------
+
+
+class _MailgunFreshness(TenantWebhookMixin):
+    """What Mailgun documents and Anymail (15.x) does not do: timestamp age and token reuse.
+
+    Mailgun signs only ``timestamp + token``, not the event: a captured signature would carry any
+    body. So a signature is accepted once (its token is remembered in Django's cache for the
+    max age), and only while fresh.
+    """
+
+    secret_names: ClassVar[tuple[str, ...]] = ("webhook_signing_key", "webhook_secret")
+    required_secrets: ClassVar[tuple[str, ...]] = ("webhook_signing_key",)
+    esp = "mailgun"
+
+    @staticmethod
+    def _signature_field(request: HttpRequest, name: str) -> Any:
+        if request.content_type != "application/json":
+            return request.POST.get(name)
+        # Parsed once per request (freshness and reuse checks both need it).
+        block = getattr(request, "_tenantmail_mailgun_signature", None)
+        if block is None:
+            try:
+                block = json.loads(request.body)["signature"]
+            except (ValueError, KeyError, TypeError):
+                block = {}  # Anymail's own validator rejects the shape
+            if not isinstance(block, dict):
+                block = {}
+            request._tenantmail_mailgun_signature = block  # type: ignore[attr-defined]
+        return block.get(name)
+
+    def seen_before(self, request: HttpRequest) -> bool:
+        token = str(self._signature_field(request, "token"))
+        tenant = self.webhook_tenant
+        scope = "" if tenant is None else tenant.schema_name
+        digest = hashlib.sha256(f"{scope}\0{token}".encode()).hexdigest()
+        max_age = get_webhook_settings().mailgun_max_age or 86400.0
+        first = caches[DEFAULT_CACHE_ALIAS].add(f"tenantmail:mailgun:{digest}", 1, max_age * 2)
+        if not first:
+            logger.info("tenantmail: ignored a reused Mailgun webhook signature for %s", scope)
+        return not first
+
+    def validate_request(self, request: HttpRequest) -> None:
+        max_age = get_webhook_settings().mailgun_max_age
+        if max_age is None:
+            return
+        timestamp = self._signature_field(request, "timestamp")
+        try:
+            age = abs(time.time() - float(timestamp))
+        except (TypeError, ValueError):
+            return
+        if age > max_age:
+            raise AnymailWebhookValidationFailure(
+                "Mailgun webhook timestamp is too old (or in the future); replayed? "
+                'See TENANTMAIL["WEBHOOKS"]["MAILGUN_MAX_AGE"]'
+            )
+
+
+class MailgunTrackingView(_MailgunFreshness, MailgunTrackingWebhookView):  # type: ignore[misc]
+    anymail_view = MailgunTrackingWebhookView
+    tenant_signal = signals.tracking
+
+
+class MailgunInboundView(_MailgunFreshness, MailgunInboundWebhookView):  # type: ignore[misc]
+    anymail_view = MailgunInboundWebhookView
+    tenant_signal = signals.inbound
+
+
+# -- Postmark and Brevo: HTTP basic auth in the webhook URL -------------------------------------
+
+
+class _BasicAuthOnly(TenantWebhookMixin):
+    secret_names: ClassVar[tuple[str, ...]] = ("webhook_secret",)
+    required_secrets: ClassVar[tuple[str, ...]] = ("webhook_secret",)
+
+
+class PostmarkTrackingView(_BasicAuthOnly, PostmarkTrackingWebhookView):  # type: ignore[misc]
+    esp = "postmark"
+    anymail_view = PostmarkTrackingWebhookView
+    tenant_signal = signals.tracking
+
+
+class PostmarkInboundView(_BasicAuthOnly, PostmarkInboundWebhookView):  # type: ignore[misc]
+    esp = "postmark"
+    anymail_view = PostmarkInboundWebhookView
+    tenant_signal = signals.inbound
+
+
+class BrevoTrackingView(_BasicAuthOnly, BrevoTrackingWebhookView):  # type: ignore[misc]
+    esp = "brevo"
+    anymail_view = BrevoTrackingWebhookView
+    tenant_signal = signals.tracking
+
+
+# -- SendGrid: ECDSA-signed event webhook (tracking); basic auth (inbound parse) ----------------
+
+
+class SendGridTrackingView(TenantWebhookMixin, SendGridTrackingWebhookView):  # type: ignore[misc]
+    esp = "sendgrid"
+    anymail_view = SendGridTrackingWebhookView
+    tenant_signal = signals.tracking
+    secret_names = ("tracking_webhook_verification_key", "webhook_secret")
+    required_secrets = ("tracking_webhook_verification_key",)
+
+
+class SendGridInboundView(_BasicAuthOnly, SendGridInboundWebhookView):  # type: ignore[misc]
+    esp = "sendgrid"
+    anymail_view = SendGridInboundWebhookView
+    tenant_signal = signals.inbound
+
+
+# -- Resend: Svix-signed webhooks -----------------------------------------------------------------
+
+
+class ResendTrackingView(TenantWebhookMixin, ResendTrackingWebhookView):  # type: ignore[misc]
+    esp = "resend"
+    anymail_view = ResendTrackingWebhookView
+    tenant_signal = signals.tracking
+    secret_names = ("signing_secret", "webhook_secret")
+    required_secrets = ("signing_secret",)
+
+
+# -- Amazon SES: SNS notifications, basic auth + SNS message signature ---------------------------
+
+
+class AmazonSESTrackingView(TenantWebhookMixin, AmazonSESTrackingWebhookView):  # type: ignore[misc]
+    esp = "amazon_ses"
+    anymail_view = AmazonSESTrackingWebhookView
+    tenant_signal = signals.tracking
+    secret_names = ("webhook_secret", "topic_arns")
+    required_secrets = ("webhook_secret",)
+    # Auto-confirming a subscription calls SNS with the *platform's* boto3 settings: tenants
+    # confirm theirs in the AWS console (the confirmation request is logged and ignored).
+    tenant_defaults: ClassVar[dict[str, Any]] = {
+        "webhook_secret": [],
+        "auto_confirm_sns_subscriptions": False,
+    }
+    topic_arns: list[str] | None = None
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if self.basic_auth and not request.META.get("HTTP_AUTHORIZATION"):
+            # SNS only sends credentials after a 401 challenge (as Anymail's view does).
+            response = HttpResponse(status=401)
+            response["WWW-Authenticate"] = 'Basic realm="tenantmail webhooks"'
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def auto_confirm_sns_subscription(self, sns_message: dict[str, Any]) -> None:
+        if self.auto_confirm_enabled:
+            super().auto_confirm_sns_subscription(sns_message)
+            return
+        logger.warning(
+            "tenantmail: %s received an SNS SubscriptionConfirmation for topic %r; confirm it in "
+            "the AWS console (tenant subscriptions are not auto-confirmed)",
+            self._who(),
+            sns_message.get("TopicArn"),
+        )
+
+    def validate_request(self, request: HttpRequest) -> None:
+        # Basic auth first: only an authenticated request may make us fetch a certificate.
+        AnymailBasicAuthMixin.validate_request(self, request)
+        message = self._parse_sns_message(request)
+        if not isinstance(message, dict):
+            raise AnymailWebhookValidationFailure("SNS body is not a JSON object")
+        sns.verify(message)
+        if self.topic_arns and message.get("TopicArn") not in self.topic_arns:
+            raise AnymailWebhookValidationFailure("SNS TopicArn is not one of topic_arns")
+
+
+TRACKING_VIEWS: dict[str, type[TenantWebhookMixin]] = {
+    "mailgun": MailgunTrackingView,
+    "postmark": PostmarkTrackingView,
+    "sendgrid": SendGridTrackingView,
+    "brevo": BrevoTrackingView,
+    "resend": ResendTrackingView,
+    "amazon_ses": AmazonSESTrackingView,
+}
+
+#: Inbound where Anymail's view needs nothing beyond the webhook secret (Brevo, Resend and SES
+#: inbound fetch content with account credentials: not per-tenant yet).
+INBOUND_VIEWS: dict[str, type[TenantWebhookMixin]] = {
+    "mailgun": MailgunInboundView,
+    "postmark": PostmarkInboundView,
+    "sendgrid": SendGridInboundView,
+}

@@ -1,0 +1,107 @@
+"""Events update the queue's ``OutboxMessage`` rows -- once the queue (issue 9) is merged.
+
+Until ``tenantmail.models.OutboxMessage`` exists these tests skip (all but the first, which
+checks that webhooks work without it). ``make_row`` fills only the fields the queue promised the
+webhooks (tenant_schema, status, esp_message_id); if the merged model requires more, add it
+there.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from django.test import Client as HttpClient
+
+from tenantmail.webhooks import outbox, tracking_url
+from tenantmail.webhooks.testing import mailgun_post, postmark_post
+from tests.conftest import Tenants
+
+pytestmark = pytest.mark.django_db
+
+ACME_SIGNING = "acme-signing-key-for-outbox"
+GLOBEX_BASIC = "globex:outbox-basic"
+OUTBOX = outbox.outbox_model()
+needs_outbox = pytest.mark.skipif(
+    OUTBOX is None, reason="tenantmail.models.OutboxMessage (the queue, issue 9) is not merged yet"
+)
+
+
+@pytest.fixture
+def hooked(tenants: Tenants) -> Tenants:
+    tenants.acme.mail_webhook_secrets = {"mailgun": {"webhook_signing_key": ACME_SIGNING}}
+    tenants.acme.save()
+    tenants.globex.mail_webhook_secrets = {"postmark": {"webhook_secret": GLOBEX_BASIC}}
+    tenants.globex.save()
+    return tenants
+
+
+def post(url: str, payload: tuple[bytes, str, dict[str, str]]) -> int:
+    body, content_type, headers = payload
+    response = HttpClient().post(
+        url, data=body, content_type=content_type, HTTP_HOST="localhost", **headers
+    )
+    return int(response.status_code)
+
+
+def make_row(tenant: str, esp_message_id: str) -> Any:
+    assert OUTBOX is not None
+    return OUTBOX._default_manager.create(
+        tenant_schema=tenant, status="sent", esp_message_id=esp_message_id
+    )
+
+
+def test_events_are_accepted_with_or_without_an_outbox(hooked: Tenants) -> None:
+    assert post(tracking_url("acme", "mailgun"), mailgun_post(ACME_SIGNING)) == 200
+    if OUTBOX is None:
+        assert outbox.record_events("acme", []) == 0
+
+
+@needs_outbox
+def test_delivered_then_bounced_updates_the_row_in_order(hooked: Tenants) -> None:
+    row = make_row("acme", "<m1@mg.acme.example>")
+    url = tracking_url("acme", "mailgun")
+    now = datetime.now(UTC).timestamp()
+    delivered = mailgun_post(ACME_SIGNING, message_id="m1@mg.acme.example", timestamp=now - 5)
+    bounced = mailgun_post(ACME_SIGNING, event="failed", message_id="m1@mg.acme.example")
+    assert post(url, delivered) == 200
+    row.refresh_from_db()
+    assert row.delivery_status == "delivered"
+    first_update = row.delivery_updated_at
+    assert first_update is not None
+    assert post(url, bounced) == 200
+    row.refresh_from_db()
+    assert row.delivery_status == "bounced"
+    # A late (older) event does not move the status back; a replay changes nothing.
+    late = mailgun_post(ACME_SIGNING, message_id="m1@mg.acme.example", timestamp=now - 60)
+    assert post(url, late) == 200
+    row.refresh_from_db()
+    assert row.delivery_status == "bounced"
+
+
+@needs_outbox
+def test_a_tenant_cannot_update_another_tenants_rows(hooked: Tenants) -> None:
+    theirs = make_row("globex", "883953f4-6105-42a2-a16a-77a8eac79483")
+    mine = make_row("acme", "883953f4-6105-42a2-a16a-77a8eac79483")
+    # acme's own key, quoting globex's message id
+    assert (
+        post(
+            tracking_url("acme", "mailgun"),
+            mailgun_post(ACME_SIGNING, message_id="883953f4-6105-42a2-a16a-77a8eac79483"),
+        )
+        == 200
+    )
+    theirs.refresh_from_db()
+    mine.refresh_from_db()
+    assert theirs.delivery_status == ""
+    assert mine.delivery_status == "delivered"
+    assert (
+        post(
+            tracking_url("globex", "postmark"),
+            postmark_post(GLOBEX_BASIC, record="Bounce"),
+        )
+        == 200
+    )
+    theirs.refresh_from_db()
+    assert theirs.delivery_status == "bounced"
