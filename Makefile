@@ -25,7 +25,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check uv
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml Makefile
 	$(UV) pip install --quiet --python $(BIN)/python -e ".[$(EXTRAS)]" --group test --group lint
 	touch $@
 
@@ -42,7 +42,7 @@ pytest: install
 	$(BIN)/python -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # One venv per older Django, built by uv from the same lock-free spec; suite without coverage.
-$(VENV)-django%/.installed: $(BIN)/python pyproject.toml
+$(VENV)-django%/.installed: $(BIN)/python pyproject.toml Makefile
 	$(UV) venv --quiet --allow-existing --python "$$($(BIN)/python -c 'import sys; print(sys.executable)')" $(VENV)-django$*
 	$(UV) pip install --quiet --python $(VENV)-django$*/bin/python -e ".[$(EXTRAS)]" --group test "django~=$*.0"
 	touch $@
