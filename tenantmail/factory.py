@@ -15,6 +15,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
+from . import freshness  # noqa: F401  (connects the setting_changed receiver)
 from .config import MailConfig
 from .exceptions import TenantMailConfigurationError
 
@@ -55,21 +56,57 @@ def build_backend(config: MailConfig) -> BaseEmailBackend:
     try:
         return cls(**options)
     except ImproperlyConfigured as error:
-        # Anymail's and Django's messages name missing/unknown options, never their values.
-        raise TenantMailConfigurationError(
-            f"{config.backend} rejected the options: {error}",
-            tenant=config.tenant,
-            setting=config.setting_name,
-        ) from error
+        # Anymail's and Django's messages name settings and options, never their values.
+        raise option_error(error, config) from error
     except (TypeError, ValueError) as error:
-        # e.g. SMTP's "use_tls and use_ssl are mutually exclusive", or a bad keyword on <6.1.
-        # The original message is dropped: a TypeError can quote argument values.
-        raise TenantMailConfigurationError(
+        if config.own_account:
+            raise option_error(error, config) from None  # its message may quote values
+        # Platform options come from settings or code, like any Anymail user's: the caller gets
+        # the inner backend's own exception, as from an unpooled backend.
+        error.add_note(
+            f"tenantmail: {config.backend} rejected the options from {config.setting_name}"
+        )
+        raise
+
+
+def option_error(error: Exception, config: MailConfig) -> TenantMailConfigurationError:
+    """Options rejected by the backend: a :class:`TenantMailConfigurationError` naming the
+    tenant and setting that is *also* an instance of the backend's own exception type
+    (``AnymailConfigurationError``, ``InvalidMailer``, ``ValueError``, ...), so code written for
+    plain Anymail -- ``pytest.raises(AnymailConfigurationError)`` -- keeps working.
+
+    Configuration errors name options and settings, never values, and are quoted; a TypeError
+    or ValueError can quote argument values (the tenant's secrets), so its text is dropped.
+    """
+    if isinstance(error, ImproperlyConfigured):
+        detail = f"{config.backend} rejected the options: {error}"
+    else:
+        detail = (
             f"{config.backend} rejected the options ({type(error).__name__}); check the option "
-            "names and types against the backend's documentation",
-            tenant=config.tenant,
-            setting=config.setting_name,
-        ) from None
+            "names and types against the backend's documentation"
+        )
+    cls = _tenant_error_class(type(error))
+    try:
+        raised = cls(detail, tenant=config.tenant, setting=config.setting_name)
+    except Exception:  # pragma: no cover  (an exception type with an unusual __init__)
+        raised = TenantMailConfigurationError(
+            detail, tenant=config.tenant, setting=config.setting_name
+        )
+    return raised
+
+
+_error_classes: dict[type[Exception], type[TenantMailConfigurationError]] = {}
+
+
+def _tenant_error_class(original: type[Exception]) -> type[TenantMailConfigurationError]:
+    if issubclass(original, TenantMailConfigurationError):  # pragma: no cover  (defensive)
+        return original
+    cls = _error_classes.get(original)
+    if cls is None:
+        name = f"TenantMailConfigurationError_{original.__name__}"
+        cls = type(name, (TenantMailConfigurationError, original), {"__module__": __name__})
+        _error_classes[original] = cls
+    return cls
 
 
 def _backend_setting(config: MailConfig) -> str:

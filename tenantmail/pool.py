@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 import smtplib
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -35,7 +37,31 @@ logger = logging.getLogger("tenantmail.pool")
 #: sessions, and a message must never be handed to a connection that is already dead.
 SMTP_PROBE_AFTER = 1.0
 
+#: How long a checkout waits for a busy connection to come back when every one of the
+#: ``MAX_CONNECTIONS`` is checked out, before opening one beyond the bound (like QueuePool's
+#: ``timeout``, except that it overflows instead of raising). Without the wait a bounded pool
+#: under contention opens a connection per send and sheds it again at checkin.
+CHECKOUT_WAIT = 0.5
+
 _serials = itertools.count()
+
+
+def client_classes() -> tuple[object, ...]:
+    """The client classes a backend's connection was built from, by identity.
+
+    A test that patches ``requests.Session``, ``smtplib.SMTP`` or ``boto3.session.Session``
+    after the first send must reach the patch, as it would with an unpooled Anymail backend: a
+    pooled connection built from other classes is not reused. Cheap enough (~0.2 us) to compare
+    on every checkout. boto3 is only looked at if something imported it.
+    """
+    boto3_session = sys.modules.get("boto3.session")
+    return (
+        requests.Session,
+        smtplib.SMTP,
+        smtplib.SMTP_SSL,
+        None if boto3_session is None else getattr(boto3_session, "Session", None),
+    )
+
 
 # os.getpid() is a system call, and the pool asks on every checkout and checkin; a fork hook
 # keeps the answer current instead.
@@ -61,6 +87,7 @@ class Connection:
     serial: int = field(default_factory=lambda: next(_serials))
     created_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
+    clients: tuple[object, ...] = field(default_factory=client_classes)
 
 
 @dataclass(frozen=True)
@@ -104,10 +131,13 @@ def _still_usable(backend: BaseEmailBackend, idle_for: float) -> bool:
 
 
 class ConnectionPool:
-    def __init__(self, *, max_connections: int, idle_timeout: float) -> None:
+    def __init__(
+        self, *, max_connections: int, idle_timeout: float, checkout_wait: float = 0.0
+    ) -> None:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
-        self._lock = threading.Lock()
+        self.checkout_wait = checkout_wait
+        self._make_locks()
         self._idle: dict[Hashable, list[Connection]] = {}
         self._lru: OrderedDict[int, Connection] = OrderedDict()  # idle, least recently used first
         self._in_use = 0
@@ -116,6 +146,13 @@ class ConnectionPool:
         self._counts = dict.fromkeys(
             ("hits", "misses", "opened", "closed", "evicted", "expired", "discarded", "overflow"), 0
         )
+
+    def _make_locks(self) -> None:
+        # One place that creates every lock, so a fork hook that re-creates them (a lock held by
+        # another thread at fork() stays held forever in the child) keeps them consistent.
+        self._lock = threading.Lock()
+        self._returned = threading.Condition(self._lock)  # notified at checkin, for waiters
+        self._waiting = 0  # threads in checkout waiting for a checkin
 
     # -- checkout / checkin ------------------------------------------------------------------
 
@@ -127,6 +164,8 @@ class ConnectionPool:
                 self._after_fork_check()
                 self._expire(time.monotonic(), to_close)
                 conn = self._take_idle(key)
+                if conn is None and self._in_use >= self.max_connections > 0:
+                    conn = self._wait_for_checkin(key, to_close)
                 if conn is None:
                     self._counts["misses"] += 1
                     self._make_room(to_close)
@@ -139,12 +178,35 @@ class ConnectionPool:
             self._close_all(to_close)
             if conn is None:
                 return self._open(key, factory, generation)
-            if _still_usable(conn.backend, time.monotonic() - conn.last_used):
+            if conn.clients == client_classes() and _still_usable(
+                conn.backend, time.monotonic() - conn.last_used
+            ):
                 return conn
             self.checkin(conn, discard=True)
             with self._lock:
                 # Not a hit after all: the retry counts as the miss it is.
                 self._counts["hits"] -= 1
+
+    def _wait_for_checkin(self, key: Hashable, to_close: list[Connection]) -> Connection | None:
+        """Every connection is busy: wait (lock held) until one comes back or room is made.
+
+        Returns an idle connection for ``key`` if one was checked in; None once there is room
+        to open one within the bound, or after ``checkout_wait`` (the caller then overflows).
+        """
+        deadline = time.monotonic() + self.checkout_wait
+        self._waiting += 1
+        try:
+            while self._in_use >= self.max_connections:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._returned.wait(remaining):
+                    return None
+                self._expire(time.monotonic(), to_close)
+                conn = self._take_idle(key)
+                if conn is not None:
+                    return conn
+            return None
+        finally:
+            self._waiting -= 1
 
     def checkin(self, conn: Connection, *, discard: bool = False) -> None:
         """Return ``conn``; ``discard=True`` closes it instead (it raised mid-send, or is dead)."""
@@ -167,6 +229,8 @@ class ConnectionPool:
                 # Over the bound (busy burst, or MAX_CONNECTIONS lowered): shed the oldest.
                 while self._lru and self._in_use + len(self._lru) > self.max_connections:
                     to_close.append(self._evict_oldest())
+            if self._waiting:
+                self._returned.notify()
         self._close_all(to_close)
 
     def _open(
@@ -183,6 +247,8 @@ class ConnectionPool:
                 _close_quietly(backend)
             with self._lock:
                 self._in_use -= 1
+                if self._waiting:
+                    self._returned.notify()
             raise
         with self._lock:
             self._counts["opened"] += 1
@@ -237,6 +303,7 @@ class ConnectionPool:
         self._idle.clear()
         self._lru.clear()
         self._in_use = 0
+        self._waiting = 0
         self._generation += 1
 
     def _close_all(self, conns: list[Connection]) -> None:
@@ -291,7 +358,9 @@ def get_pool() -> ConnectionPool:
             if _pool is None:  # pragma: no branch  (lost the race: another thread made it)
                 s = get_settings()
                 _pool = ConnectionPool(
-                    max_connections=s.max_connections, idle_timeout=s.idle_timeout
+                    max_connections=s.max_connections,
+                    idle_timeout=s.idle_timeout,
+                    checkout_wait=CHECKOUT_WAIT,
                 )
             pool = _pool
     return pool
@@ -303,6 +372,12 @@ def stats() -> PoolStats:
 
 def clear() -> None:
     get_pool().clear()
+
+
+def clear_if_created() -> None:
+    """Like :func:`clear`, without creating the pool (which reads settings that may be bad)."""
+    if _pool is not None:
+        _pool.clear()
 
 
 @receiver(setting_changed)
