@@ -7,6 +7,7 @@ backend stops falling back to the ``EMAIL_*`` settings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 from django.core import mail
@@ -23,10 +24,16 @@ from .exceptions import TenantMailConfigurationError
 HAS_MAILERS = hasattr(mail, "mailers")
 
 
+#: Built in place of Django's SMTP backend: it survives servers that drop a kept-alive session.
+SMTP_REPLACEMENTS: Mapping[str, str] = {
+    "django.core.mail.backends.smtp.EmailBackend": "tenantmail.smtp.EmailBackend",
+}
+
+
 @cache
 def backend_class(path: str) -> type[BaseEmailBackend]:
     try:
-        cls = import_string(path)
+        cls = import_string(SMTP_REPLACEMENTS.get(path, path))
     except ImportError as error:
         raise ImportError(f"cannot import {path!r}: {error}") from error
     if not (isinstance(cls, type) and issubclass(cls, BaseEmailBackend)):
