@@ -16,7 +16,11 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
-from . import freshness  # noqa: F401  (connects the setting_changed receiver)
+from . import (
+    endpoints,
+    freshness,  # noqa: F401  (connects the setting_changed receiver)
+)
+from .conf import get_settings
 from .config import MailConfig
 from .exceptions import TenantMailConfigurationError
 
@@ -58,10 +62,14 @@ def build_backend(config: MailConfig) -> BaseEmailBackend:
             str(error), tenant=config.tenant, setting=_backend_setting(config)
         ) from error
     options = dict(config.options)
+    # Tenant accounts only: the platform's own endpoints and timeouts are its own business.
+    settings = get_settings() if config.own_account else None
+    if settings is not None:
+        options = endpoints.tenant_options(cls, options, config, settings)
     if HAS_MAILERS:  # pragma: no branch  (the other way is run by the Django 5.2/6.0 matrix)
         options["alias"] = inner_alias(config)
     try:
-        return cls(**options)
+        backend = cls(**options)
     except ImproperlyConfigured as error:
         # Anymail's and Django's messages name settings and options, never their values.
         raise option_error(error, config) from error
@@ -74,6 +82,9 @@ def build_backend(config: MailConfig) -> BaseEmailBackend:
             f"tenantmail: {config.backend} rejected the options from {config.setting_name}"
         )
         raise
+    if settings is not None:
+        endpoints.harden(backend, config, settings)
+    return backend
 
 
 def option_error(error: Exception, config: MailConfig) -> TenantMailConfigurationError:

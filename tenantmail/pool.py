@@ -18,7 +18,7 @@ import smtplib
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +90,15 @@ class Connection:
     clients: tuple[object, ...] = field(default_factory=client_classes)
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A checkout waiting for a connection of ``key`` to come back."""
+
+    key: Hashable
+    wakeup: threading.Condition
+    conn: Connection | None = None
+
+
 @dataclass(frozen=True)
 class PoolStats:
     hits: int  #: checkouts served by an idle connection
@@ -151,8 +160,7 @@ class ConnectionPool:
         # One place that creates every lock, so a fork hook that re-creates them (a lock held by
         # another thread at fork() stays held forever in the child) keeps them consistent.
         self._lock = threading.Lock()
-        self._returned = threading.Condition(self._lock)  # notified at checkin, for waiters
-        self._waiting = 0  # threads in checkout waiting for a checkin
+        self._waiters: deque[_Waiter] = deque()  # checkouts waiting for a checkin, oldest first
 
     # -- checkout / checkin ------------------------------------------------------------------
 
@@ -165,7 +173,7 @@ class ConnectionPool:
                 self._expire(time.monotonic(), to_close)
                 conn = self._take_idle(key)
                 if conn is None and self._in_use >= self.max_connections > 0:
-                    conn = self._wait_for_checkin(key, to_close)
+                    conn = self._wait_for_checkin(key)
                 if conn is None:
                     self._counts["misses"] += 1
                     self._make_room(to_close)
@@ -187,26 +195,45 @@ class ConnectionPool:
                 # Not a hit after all: the retry counts as the miss it is.
                 self._counts["hits"] -= 1
 
-    def _wait_for_checkin(self, key: Hashable, to_close: list[Connection]) -> Connection | None:
-        """Every connection is busy: wait (lock held) until one comes back or room is made.
+    def _wait_for_checkin(self, key: Hashable) -> Connection | None:
+        """Every connection is busy: wait (lock held) for one of ours to be handed over.
 
-        Returns an idle connection for ``key`` if one was checked in; None once there is room
-        to open one within the bound, or after ``checkout_wait`` (the caller then overflows).
+        A checkin hands its connection straight to the oldest waiter for that key, so arrivals
+        cannot barge past a waiter and starve it. Returns that connection; None once a checkin
+        or discard made room to open one within the bound, or after ``checkout_wait`` (the
+        caller then overflows).
         """
         deadline = time.monotonic() + self.checkout_wait
-        self._waiting += 1
+        waiter = _Waiter(key, threading.Condition(self._lock))
+        self._waiters.append(waiter)
         try:
-            while self._in_use >= self.max_connections:
+            while True:
+                if waiter.conn is not None:
+                    self._in_use -= 1  # counted at handover; the caller counts it again
+                    return waiter.conn
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._returned.wait(remaining):
+                if self._in_use < self.max_connections or remaining <= 0:
                     return None
-                self._expire(time.monotonic(), to_close)
-                conn = self._take_idle(key)
-                if conn is not None:
-                    return conn
-            return None
+                waiter.wakeup.wait(remaining)
         finally:
-            self._waiting -= 1
+            self._waiters.remove(waiter)
+
+    def _hand_over(self, conn: Connection) -> bool:
+        """Give a checked-in connection to the oldest waiter for its key (lock held)."""
+        for waiter in self._waiters:
+            if waiter.key == conn.key and waiter.conn is None:
+                waiter.conn = conn
+                self._in_use += 1
+                waiter.wakeup.notify()
+                return True
+        return False
+
+    def _wake_one(self) -> None:
+        """Room was made: wake the oldest waiter still without a connection (lock held)."""
+        for waiter in self._waiters:
+            if waiter.conn is None:
+                waiter.wakeup.notify()
+                return
 
     def checkin(self, conn: Connection, *, discard: bool = False) -> None:
         """Return ``conn``; ``discard=True`` closes it instead (it raised mid-send, or is dead)."""
@@ -222,15 +249,17 @@ class ConnectionPool:
                 if discard:
                     self._counts["discarded"] += 1
                 to_close.append(conn)
-            else:
+                if self._waiters:
+                    self._wake_one()
+            elif not (self._waiters and self._hand_over(conn)):
                 conn.last_used = time.monotonic()
                 self._idle.setdefault(conn.key, []).append(conn)
                 self._lru[conn.serial] = conn
                 # Over the bound (busy burst, or MAX_CONNECTIONS lowered): shed the oldest.
                 while self._lru and self._in_use + len(self._lru) > self.max_connections:
                     to_close.append(self._evict_oldest())
-            if self._waiting:
-                self._returned.notify()
+                if self._waiters:
+                    self._wake_one()  # waiting for another key: it may evict this one now
         self._close_all(to_close)
 
     def _open(
@@ -247,8 +276,8 @@ class ConnectionPool:
                 _close_quietly(backend)
             with self._lock:
                 self._in_use -= 1
-                if self._waiting:
-                    self._returned.notify()
+                if self._waiters:
+                    self._wake_one()
             raise
         with self._lock:
             self._counts["opened"] += 1
@@ -303,7 +332,7 @@ class ConnectionPool:
         self._idle.clear()
         self._lru.clear()
         self._in_use = 0
-        self._waiting = 0
+        self._waiters = deque()  # their threads were not forked
         self._generation += 1
 
     def _close_all(self, conns: list[Connection]) -> None:

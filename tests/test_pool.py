@@ -800,7 +800,7 @@ def test_a_waiting_checkout_takes_the_room_a_checkin_of_another_key_frees() -> N
     got: list[Connection] = []
     waiter = threading.Thread(target=lambda: got.append(pool.checkout("b", make_b)))
     waiter.start()
-    wait_until(lambda: pool._waiting == 1)
+    wait_until(lambda: len(pool._waiters) == 1)
     pool.checkin(held)
     waiter.join()
     pool.checkin(got[0])
