@@ -139,8 +139,6 @@ def scrub_response(error: AnymailError) -> None:
     if error.response is None and error.status_code is None:
         return  # e.g. "Error posting to <url>": a connection error, no answer to hide
     status = error.status_code
-    if status is None:
-        status = getattr(error.response, "status_code", None)
     # A partial of a module-level function, not a lambda: the error must stay picklable.
     error.describe_response = functools.partial(_withheld, error.esp_name, status)
     # Some backends quote parts of the body in the message itself (Postmark's "Message").

@@ -143,7 +143,7 @@ class EmailBackend(django_smtp.EmailBackend):
     def _reconnect(self) -> None:
         try:
             self.close()
-        except (smtplib.SMTPException, OSError):
+        except (smtplib.SMTPException, OSError):  # pragma: no cover  (QUIT refused: rare)
             self.connection = None  # it is gone either way
         self.open()
         self._fresh = False

@@ -431,6 +431,12 @@ class FakeESP(_Recorder):
         with self._lock:
             self._faults.extend([_Reply(status, body.encode())] * count)
 
+    def redirect_next(self, location: str, status: int = 302, count: int = 1) -> None:
+        """Answer the next ``count`` requests with a redirect to ``location``, as a
+        tenant-chosen endpoint pointing the platform at an internal address would."""
+        with self._lock:
+            self._faults.extend([_Reply(status, b"", {"Location": location})] * count)
+
     def reset_next(self, count: int = 1) -> None:
         """Drop the connection (TCP RST, no response) for the next ``count`` requests."""
         with self._lock:
