@@ -325,3 +325,23 @@ def test_a_tenant_option_error_is_both_a_tenant_config_error_and_the_backends_ow
     assert isinstance(raised.value, TenantMailConfigurationError)
     assert (raised.value.tenant, raised.value.setting) == ("hooli", "mail_options")
     assert str(options["password"]) not in str(raised.value)
+
+
+def test_any_setting_change_forgets_pooled_backends_configs_and_tenant_rows(
+    tenants: Tenants, fake_esp: FakeESP
+) -> None:
+    from tenantmail import config
+    from tenantmail.tenancy import tenant_cache
+
+    mailer(tenant="acme").send_messages([msg()])
+    queries = tenant_cache.queries
+    mailer(tenant="acme").send_messages([msg()])
+    assert tenant_cache.queries == queries  # cached
+    assert pool_module.stats().idle == 1
+    with override_settings(SERVER_EMAIL="root@saas.example"):
+        assert pool_module.stats().idle == 0
+        assert not config._resolved._entries
+        mailer(tenant="acme").send_messages([msg()])
+        assert tenant_cache.queries == queries + 1
+    assert pool_module.stats().idle == 0  # and again on the way out
+    assert len(fake_esp.wait_for(3)) == 3
