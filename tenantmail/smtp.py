@@ -35,14 +35,10 @@ _SMTP, _SMTP_SSL = smtplib.SMTP, smtplib.SMTP_SSL
 PeerCheck = Callable[[str], None]
 
 
-class _TrackingMixin:
-    """Records whether the server acknowledged ``MAIL FROM`` for the message in flight."""
+class _CheckedConnect(smtplib.SMTP):
+    """Checks the peer address on the raw socket: before TLS (SMTP_SSL) and before EHLO."""
 
-    mail_acknowledged = False
-
-    def __init__(self, *args: Any, peer_check: PeerCheck | None = None, **kwargs: Any) -> None:
-        self.peer_check = peer_check
-        super().__init__(*args, **kwargs)
+    peer_check: PeerCheck | None = None
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
@@ -54,6 +50,16 @@ class _TrackingMixin:
                 raise
         return sock
 
+
+class _TrackingMixin:
+    """Records whether the server acknowledged ``MAIL FROM`` for the message in flight."""
+
+    mail_acknowledged = False
+
+    def __init__(self, *args: Any, peer_check: PeerCheck | None = None, **kwargs: Any) -> None:
+        self.peer_check = peer_check  # before super().__init__(), which connects
+        super().__init__(*args, **kwargs)
+
     def sendmail(self, *args: Any, **kwargs: Any) -> Any:
         self.mail_acknowledged = False
         return super().sendmail(*args, **kwargs)  # type: ignore[misc]
@@ -64,11 +70,12 @@ class _TrackingMixin:
         return code, response
 
 
-class TrackingSMTP(_TrackingMixin, smtplib.SMTP):
+class TrackingSMTP(_TrackingMixin, _CheckedConnect):
     pass
 
 
-class TrackingSMTP_SSL(_TrackingMixin, smtplib.SMTP_SSL):
+# MRO: SMTP_SSL._get_socket wraps what _CheckedConnect._get_socket returns, already checked.
+class TrackingSMTP_SSL(_TrackingMixin, smtplib.SMTP_SSL, _CheckedConnect):
     pass
 
 

@@ -227,3 +227,15 @@ def test_a_tenant_backend_without_a_network_endpoint_is_built_unchanged(
     tenants.acme.save()
     assert mailer(tenant="acme").send_messages([message()]) == 1
     assert len(mail.outbox) == 1
+
+
+def test_blocking_checks_an_smtp_ssl_host_before_the_tls_handshake(
+    tenants: Tenants, fake_smtp: FakeSMTP, settings: Any
+) -> None:
+    # fake_smtp speaks no TLS: a handshake first would fail with an SSL error instead.
+    block_private(settings)
+    tenants.hooli.mail_options = {**tenants.hooli.mail_options, "use_ssl": True}
+    tenants.hooli.save()
+    with pytest.raises(BlockedEndpointError):
+        mailer(tenant="hooli").send_messages([message()])
+    assert fake_smtp.messages == []
