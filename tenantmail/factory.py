@@ -58,7 +58,8 @@ def build_backend(config: MailConfig) -> BaseEmailBackend:
     try:
         cls = backend_class(config.backend)
     except (ImportError, TypeError) as error:
-        raise TenantMailConfigurationError(
+        # Also an ImportError / TypeError, as import_string() would have raised without us.
+        raise _tenant_error_class(type(error))(
             str(error), tenant=config.tenant, setting=_backend_setting(config)
         ) from error
     options = dict(config.options)

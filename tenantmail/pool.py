@@ -4,7 +4,13 @@ Like ``psycopg_pool`` / SQLAlchemy's ``QueuePool``: an instance is *checked out*
 one send and *checked in* afterwards, so Anymail's ``requests`` sessions and SMTP connections (not
 safe to share mid-send) are never used by two threads at once, yet stay open -- HTTP keep-alive,
 one SMTP session -- across sends. The pool is bounded (``MAX_CONNECTIONS``, least recently used
-idle entry evicted first) and idle entries are closed after ``IDLE_TIMEOUT``.
+idle entry evicted first) and idle entries are closed after ``IDLE_TIMEOUT``. When every
+connection is checked out, a checkout waits up to ``CHECKOUT_WAIT`` for one to come back (a
+checkin hands it to the oldest waiter for its key) before opening one beyond the bound.
+
+A pooled connection is only reused while the client classes it was built from
+(``requests.Session``, ``smtplib.SMTP``, boto3's ``Session``) are still the ones in place, so a
+test that patches one reaches its patch, as it would with an unpooled backend.
 """
 
 from __future__ import annotations

@@ -345,3 +345,12 @@ def test_any_setting_change_forgets_pooled_backends_configs_and_tenant_rows(
         assert tenant_cache.queries == queries + 1
     assert pool_module.stats().idle == 0  # and again on the way out
     assert len(fake_esp.wait_for(3)) == 3
+
+
+def test_a_platform_backend_that_cannot_be_imported_is_also_an_import_error(
+    settings: Any,
+) -> None:
+    use_platform(settings, "tenantmail_nosuch.EmailBackend")
+    with pytest.raises(ImportError) as raised:
+        mailer().send_messages([msg()])
+    assert isinstance(raised.value, TenantMailConfigurationError)
