@@ -24,6 +24,7 @@ import functools
 import ipaddress
 import logging
 import math
+import smtplib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -102,6 +103,8 @@ def harden(backend: BaseEmailBackend, config: MailConfig, s: TenantMailSettings)
     check = destination_check(config) if s.block_private_endpoints else None
     if isinstance(backend, SMTPBackend):
         backend.peer_check = check
+        backend.open = functools.partial(_smtp_scrubbed, backend.open)  # type: ignore[method-assign]
+        backend._send = functools.partial(_smtp_scrubbed, backend._send)  # type: ignore[method-assign]
     elif isinstance(backend, AnymailRequestsBackend):
         # Instance attributes shadow the class's methods for this one backend only.
         backend.create_session = functools.partial(_hardened_session, backend.create_session, check)
@@ -125,6 +128,38 @@ def _send_scrubbed(send: Callable[[Any], bool], message: Any) -> bool:
     except AnymailError as error:
         scrub_response(error)
         raise
+
+
+def _smtp_scrubbed(call: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return call(*args)
+    except smtplib.SMTPException as error:
+        scrub_smtp_reply(error)
+        raise
+
+
+#: Stands in for a reply that was not SMTP: what some other service on that port answered.
+WITHHELD_REPLY = b"(not an SMTP reply; withheld: the tenant chose this host)"
+
+
+def _is_smtp_code(code: int) -> bool:
+    return 200 <= code < 600
+
+
+def scrub_smtp_reply(error: smtplib.SMTPException) -> None:
+    """Keep what a non-SMTP service at a tenant-chosen host:port answered (Redis, an internal
+    HTTP API, ...) out of the error; real SMTP replies -- ``535 5.7.8 ...`` -- stay."""
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        error.recipients = {
+            address: (code, reply if _is_smtp_code(code) else WITHHELD_REPLY)
+            for address, (code, reply) in error.recipients.items()
+        }
+        error.args = (error.recipients,)
+    elif isinstance(error, smtplib.SMTPResponseException):
+        code = error.smtp_code
+        if not _is_smtp_code(code):
+            error.smtp_error = WITHHELD_REPLY
+            error.args = (code, WITHHELD_REPLY, *error.args[2:])
 
 
 def _withheld(esp_name: str | None, status_code: int | None) -> str:

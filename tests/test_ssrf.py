@@ -8,9 +8,12 @@ loopback, private and link-local destinations, checked on the address actually c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import smtplib
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -239,3 +242,68 @@ def test_blocking_checks_an_smtp_ssl_host_before_the_tls_handshake(
     with pytest.raises(BlockedEndpointError):
         mailer(tenant="hooli").send_messages([message()])
     assert fake_smtp.messages == []
+
+
+class ScriptedServer:
+    """A loopback TCP service answering each line with a fixed reply: not an SMTP server,
+    but what a tenant's SMTP ``host``/``port`` may point at (Redis, an internal HTTP API)."""
+
+    def __init__(self, banner: bytes, replies: dict[bytes, bytes]) -> None:
+        self.banner, self.replies = banner, replies
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = self.listener.accept()
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(self.banner)
+                for line in lines:
+                    verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper()
+                    conn.sendall(self.replies.get(verb, b"250 ok\r\n"))
+                    if verb == b"QUIT":
+                        return
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(5)
+
+
+def point_hooli_at_port(tenants: Tenants, port: int) -> None:
+    tenants.hooli.mail_options = {"host": "127.0.0.1", "port": port, "timeout": 5}
+    tenants.hooli.save()
+
+
+def test_what_a_non_smtp_service_answers_never_reaches_the_error(tenants: Tenants) -> None:
+    server = ScriptedServer(f"-ERR {CANARY}\r\n".encode(), {})
+    try:
+        point_hooli_at_port(tenants, server.port)
+        with pytest.raises(smtplib.SMTPConnectError) as raised:
+            mailer(tenant="hooli").send_messages([message()])
+    finally:
+        server.close()
+    assert CANARY not in str(raised.value)
+    assert raised.value.smtp_code == -1
+
+
+def test_a_non_smtp_answer_to_rcpt_never_reaches_the_error(tenants: Tenants) -> None:
+    server = ScriptedServer(b"220 relay\r\n", {b"RCPT": f"HTTP/1.1 400 {CANARY}\r\n".encode()})
+    try:
+        point_hooli_at_port(tenants, server.port)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as raised:
+            mailer(tenant="hooli").send_messages([message()])
+    finally:
+        server.close()
+    assert CANARY not in str(raised.value)
+
+
+def test_a_real_smtp_reply_from_a_tenant_host_is_kept(tenants: Tenants) -> None:
+    server = ScriptedServer(b"220 relay\r\n", {b"MAIL": b"550 5.7.1 sender not allowed\r\n"})
+    try:
+        point_hooli_at_port(tenants, server.port)
+        with pytest.raises(smtplib.SMTPSenderRefused, match="sender not allowed"):
+            mailer(tenant="hooli").send_messages([message()])
+    finally:
+        server.close()
