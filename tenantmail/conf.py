@@ -90,6 +90,11 @@ class TenantMailSettings:
     idle_timeout: float = 60.0
     tenant_cache_seconds: float = 5.0
     metadata_key: str | None = "tenant"
+    #: Tenant connections: default connect/read timeout, the cap tenants cannot raise, and
+    #: whether tenant endpoints may resolve to private addresses (see tenantmail.endpoints).
+    timeout: float = 10.0
+    max_timeout: float = 30.0
+    block_private_endpoints: bool = False
     #: django-tenants' own settings, read once here rather than on every send.
     public_schema_name: str = "public"
     tenant_db_alias: str = "default"
@@ -109,6 +114,9 @@ _KNOWN_KEYS = {
     # Parsed by tenantmail.webhooks.conf (the webhooks subpackage owns them).
     "SUPPRESSION",
     "WEBHOOKS",
+    "TIMEOUT",
+    "MAX_TIMEOUT",
+    "BLOCK_PRIVATE_ENDPOINTS",
 }
 
 
@@ -151,6 +159,13 @@ def _number(raw: Mapping[str, Any], key: str, default: float, *, minimum: float)
     ):
         raise _error(key, f"must be a finite number >= {minimum}")
     return value
+
+
+def _positive(raw: Mapping[str, Any], key: str, default: float) -> float:
+    value = _number(raw, key, default, minimum=0)
+    if value <= 0:
+        raise _error(key, "must be a number of seconds > 0")
+    return float(value)
 
 
 def load_settings() -> TenantMailSettings:
@@ -203,6 +218,14 @@ def load_settings() -> TenantMailSettings:
     if metadata_key is not None and (not isinstance(metadata_key, str) or not metadata_key):
         raise _error("METADATA_KEY", "must be a non-empty string, or None to opt out")
 
+    timeout = _positive(raw, "TIMEOUT", defaults.timeout)
+    max_timeout = _positive(raw, "MAX_TIMEOUT", defaults.max_timeout)
+    if timeout > max_timeout:
+        raise _error("TIMEOUT", f'must not exceed TENANTMAIL["MAX_TIMEOUT"] ({max_timeout:g})')
+    block_private = raw.get("BLOCK_PRIVATE_ENDPOINTS", defaults.block_private_endpoints)
+    if not isinstance(block_private, bool):
+        raise _error("BLOCK_PRIVATE_ENDPOINTS", "must be True or False")
+
     return TenantMailSettings(
         default=_parse_default(raw["DEFAULT"]) if "DEFAULT" in raw else defaults.default,
         encryption_keys=tuple(keys),
@@ -216,6 +239,9 @@ def load_settings() -> TenantMailSettings:
             raw, "TENANT_CACHE_SECONDS", defaults.tenant_cache_seconds, minimum=0
         ),
         metadata_key=metadata_key,
+        timeout=timeout,
+        max_timeout=max_timeout,
+        block_private_endpoints=block_private,
         public_schema_name=get_public_schema_name(),
         tenant_db_alias=get_tenant_database_alias(),
     )

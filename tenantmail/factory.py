@@ -7,6 +7,7 @@ backend stops falling back to the ``EMAIL_*`` settings.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 
 from django.core import mail
@@ -15,6 +16,11 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
+from . import (
+    endpoints,
+    freshness,  # noqa: F401  (connects the setting_changed receiver)
+)
+from .conf import get_settings
 from .config import MailConfig
 from .exceptions import TenantMailConfigurationError
 
@@ -22,10 +28,16 @@ from .exceptions import TenantMailConfigurationError
 HAS_MAILERS = hasattr(mail, "mailers")
 
 
+#: Built in place of Django's SMTP backend: it survives servers that drop a kept-alive session.
+SMTP_REPLACEMENTS: Mapping[str, str] = {
+    "django.core.mail.backends.smtp.EmailBackend": "tenantmail.smtp.EmailBackend",
+}
+
+
 @cache
 def backend_class(path: str) -> type[BaseEmailBackend]:
     try:
-        cls = import_string(path)
+        cls = import_string(SMTP_REPLACEMENTS.get(path, path))
     except ImportError as error:
         raise ImportError(f"cannot import {path!r}: {error}") from error
     if not (isinstance(cls, type) and issubclass(cls, BaseEmailBackend)):
@@ -46,30 +58,74 @@ def build_backend(config: MailConfig) -> BaseEmailBackend:
     try:
         cls = backend_class(config.backend)
     except (ImportError, TypeError) as error:
-        raise TenantMailConfigurationError(
+        # Also an ImportError / TypeError, as import_string() would have raised without us.
+        raise _tenant_error_class(type(error))(
             str(error), tenant=config.tenant, setting=_backend_setting(config)
         ) from error
     options = dict(config.options)
+    # Tenant accounts only: the platform's own endpoints and timeouts are its own business.
+    settings = get_settings() if config.own_account else None
+    if settings is not None:
+        options = endpoints.tenant_options(cls, options, config, settings)
     if HAS_MAILERS:  # pragma: no branch  (the other way is run by the Django 5.2/6.0 matrix)
         options["alias"] = inner_alias(config)
     try:
-        return cls(**options)
+        backend = cls(**options)
     except ImproperlyConfigured as error:
-        # Anymail's and Django's messages name missing/unknown options, never their values.
-        raise TenantMailConfigurationError(
-            f"{config.backend} rejected the options: {error}",
-            tenant=config.tenant,
-            setting=config.setting_name,
-        ) from error
+        # Anymail's and Django's messages name settings and options, never their values.
+        raise option_error(error, config) from error
     except (TypeError, ValueError) as error:
-        # e.g. SMTP's "use_tls and use_ssl are mutually exclusive", or a bad keyword on <6.1.
-        # The original message is dropped: a TypeError can quote argument values.
-        raise TenantMailConfigurationError(
+        if config.own_account:
+            raise option_error(error, config) from None  # its message may quote values
+        # Platform options come from settings or code, like any Anymail user's: the caller gets
+        # the inner backend's own exception, as from an unpooled backend.
+        error.add_note(
+            f"tenantmail: {config.backend} rejected the options from {config.setting_name}"
+        )
+        raise
+    if settings is not None:
+        endpoints.harden(backend, config, settings)
+    return backend
+
+
+def option_error(error: Exception, config: MailConfig) -> TenantMailConfigurationError:
+    """Options rejected by the backend: a :class:`TenantMailConfigurationError` naming the
+    tenant and setting that is *also* an instance of the backend's own exception type
+    (``AnymailConfigurationError``, ``InvalidMailer``, ``ValueError``, ...), so code written for
+    plain Anymail -- ``pytest.raises(AnymailConfigurationError)`` -- keeps working.
+
+    Configuration errors name options and settings, never values, and are quoted; a TypeError
+    or ValueError can quote argument values (the tenant's secrets), so its text is dropped.
+    """
+    if isinstance(error, ImproperlyConfigured):
+        detail = f"{config.backend} rejected the options: {error}"
+    else:
+        detail = (
             f"{config.backend} rejected the options ({type(error).__name__}); check the option "
-            "names and types against the backend's documentation",
-            tenant=config.tenant,
-            setting=config.setting_name,
-        ) from None
+            "names and types against the backend's documentation"
+        )
+    cls = _tenant_error_class(type(error))
+    try:
+        raised = cls(detail, tenant=config.tenant, setting=config.setting_name)
+    except Exception:  # pragma: no cover  (an exception type with an unusual __init__)
+        raised = TenantMailConfigurationError(
+            detail, tenant=config.tenant, setting=config.setting_name
+        )
+    return raised
+
+
+_error_classes: dict[type[Exception], type[TenantMailConfigurationError]] = {}
+
+
+def _tenant_error_class(original: type[Exception]) -> type[TenantMailConfigurationError]:
+    if issubclass(original, TenantMailConfigurationError):  # pragma: no cover  (defensive)
+        return original
+    cls = _error_classes.get(original)
+    if cls is None:
+        name = f"TenantMailConfigurationError_{original.__name__}"
+        cls = type(name, (TenantMailConfigurationError, original), {"__module__": __name__})
+        _error_classes[original] = cls
+    return cls
 
 
 def _backend_setting(config: MailConfig) -> str:

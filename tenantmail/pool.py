@@ -4,7 +4,13 @@ Like ``psycopg_pool`` / SQLAlchemy's ``QueuePool``: an instance is *checked out*
 one send and *checked in* afterwards, so Anymail's ``requests`` sessions and SMTP connections (not
 safe to share mid-send) are never used by two threads at once, yet stay open -- HTTP keep-alive,
 one SMTP session -- across sends. The pool is bounded (``MAX_CONNECTIONS``, least recently used
-idle entry evicted first) and idle entries are closed after ``IDLE_TIMEOUT``.
+idle entry evicted first) and idle entries are closed after ``IDLE_TIMEOUT``. When every
+connection is checked out, a checkout waits up to ``CHECKOUT_WAIT`` for one to come back (a
+checkin hands it to the oldest waiter for its key) before opening one beyond the bound.
+
+A pooled connection is only reused while the client classes it was built from
+(``requests.Session``, ``smtplib.SMTP``, boto3's ``Session``) are still the ones in place, so a
+test that patches one reaches its patch, as it would with an unpooled backend.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ import itertools
 import logging
 import os
 import smtplib
+import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import requests
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -35,7 +43,31 @@ logger = logging.getLogger("tenantmail.pool")
 #: sessions, and a message must never be handed to a connection that is already dead.
 SMTP_PROBE_AFTER = 1.0
 
+#: How long a checkout waits for a busy connection to come back when every one of the
+#: ``MAX_CONNECTIONS`` is checked out, before opening one beyond the bound (like QueuePool's
+#: ``timeout``, except that it overflows instead of raising). Without the wait a bounded pool
+#: under contention opens a connection per send and sheds it again at checkin.
+CHECKOUT_WAIT = 0.5
+
 _serials = itertools.count()
+
+
+def client_classes() -> tuple[object, ...]:
+    """The client classes a backend's connection was built from, by identity.
+
+    A test that patches ``requests.Session``, ``smtplib.SMTP`` or ``boto3.session.Session``
+    after the first send must reach the patch, as it would with an unpooled Anymail backend: a
+    pooled connection built from other classes is not reused. Cheap enough (~0.2 us) to compare
+    on every checkout. boto3 is only looked at if something imported it.
+    """
+    boto3_session = sys.modules.get("boto3.session")
+    return (
+        requests.Session,
+        smtplib.SMTP,
+        smtplib.SMTP_SSL,
+        None if boto3_session is None else getattr(boto3_session, "Session", None),
+    )
+
 
 # os.getpid() is a system call, and the pool asks on every checkout and checkin; a fork hook
 # keeps the answer current instead.
@@ -65,6 +97,16 @@ class Connection:
     serial: int = field(default_factory=lambda: next(_serials))
     created_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
+    clients: tuple[object, ...] = field(default_factory=client_classes)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A checkout waiting for a connection of ``key`` to come back."""
+
+    key: Hashable
+    wakeup: threading.Condition
+    conn: Connection | None = None
 
 
 @dataclass(frozen=True)
@@ -108,10 +150,13 @@ def _still_usable(backend: BaseEmailBackend, idle_for: float) -> bool:
 
 
 class ConnectionPool:
-    def __init__(self, *, max_connections: int, idle_timeout: float) -> None:
+    def __init__(
+        self, *, max_connections: int, idle_timeout: float, checkout_wait: float = 0.0
+    ) -> None:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
-        self._lock = threading.Lock()
+        self.checkout_wait = checkout_wait
+        self._make_locks()
         self._idle: dict[Hashable, list[Connection]] = {}
         self._lru: OrderedDict[int, Connection] = OrderedDict()  # idle, least recently used first
         self._in_use = 0
@@ -120,6 +165,12 @@ class ConnectionPool:
         self._counts = dict.fromkeys(
             ("hits", "misses", "opened", "closed", "evicted", "expired", "discarded", "overflow"), 0
         )
+
+    def _make_locks(self) -> None:
+        # One place that creates every lock, so a fork hook that re-creates them (a lock held by
+        # another thread at fork() stays held forever in the child) keeps them consistent.
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()  # checkouts waiting for a checkin, oldest first
 
     # -- checkout / checkin ------------------------------------------------------------------
 
@@ -131,6 +182,8 @@ class ConnectionPool:
                 self._after_fork_check()
                 self._expire(time.monotonic(), to_close)
                 conn = self._take_idle(key)
+                if conn is None and self._in_use >= self.max_connections > 0:
+                    conn = self._wait_for_checkin(key)
                 if conn is None:
                     self._counts["misses"] += 1
                     self._make_room(to_close)
@@ -143,12 +196,54 @@ class ConnectionPool:
             self._close_all(to_close)
             if conn is None:
                 return self._open(key, factory, generation)
-            if _still_usable(conn.backend, time.monotonic() - conn.last_used):
+            if conn.clients == client_classes() and _still_usable(
+                conn.backend, time.monotonic() - conn.last_used
+            ):
                 return conn
             self.checkin(conn, discard=True)
             with self._lock:
                 # Not a hit after all: the retry counts as the miss it is.
                 self._counts["hits"] -= 1
+
+    def _wait_for_checkin(self, key: Hashable) -> Connection | None:
+        """Every connection is busy: wait (lock held) for one of ours to be handed over.
+
+        A checkin hands its connection straight to the oldest waiter for that key, so arrivals
+        cannot barge past a waiter and starve it. Returns that connection; None once a checkin
+        or discard made room to open one within the bound, or after ``checkout_wait`` (the
+        caller then overflows).
+        """
+        deadline = time.monotonic() + self.checkout_wait
+        waiter = _Waiter(key, threading.Condition(self._lock))
+        self._waiters.append(waiter)
+        try:
+            while True:
+                if waiter.conn is not None:
+                    self._in_use -= 1  # counted at handover; the caller counts it again
+                    return waiter.conn
+                remaining = deadline - time.monotonic()
+                if self._in_use < self.max_connections or remaining <= 0:
+                    return None
+                waiter.wakeup.wait(remaining)
+        finally:
+            self._waiters.remove(waiter)
+
+    def _hand_over(self, conn: Connection) -> bool:
+        """Give a checked-in connection to the oldest waiter for its key (lock held)."""
+        for waiter in self._waiters:
+            if waiter.key == conn.key and waiter.conn is None:
+                waiter.conn = conn
+                self._in_use += 1
+                waiter.wakeup.notify()
+                return True
+        return False
+
+    def _wake_one(self) -> None:
+        """Room was made: wake the oldest waiter still without a connection (lock held)."""
+        for waiter in self._waiters:
+            if waiter.conn is None:
+                waiter.wakeup.notify()
+                return
 
     def checkin(self, conn: Connection, *, discard: bool = False) -> None:
         """Return ``conn``; ``discard=True`` closes it instead (it raised mid-send, or is dead)."""
@@ -164,13 +259,17 @@ class ConnectionPool:
                 if discard:
                     self._counts["discarded"] += 1
                 to_close.append(conn)
-            else:
+                if self._waiters:
+                    self._wake_one()
+            elif not (self._waiters and self._hand_over(conn)):
                 conn.last_used = time.monotonic()
                 self._idle.setdefault(conn.key, []).append(conn)
                 self._lru[conn.serial] = conn
                 # Over the bound (busy burst, or MAX_CONNECTIONS lowered): shed the oldest.
                 while self._lru and self._in_use + len(self._lru) > self.max_connections:
                     to_close.append(self._evict_oldest())
+                if self._waiters:
+                    self._wake_one()  # waiting for another key: it may evict this one now
         self._close_all(to_close)
 
     def _open(
@@ -187,6 +286,8 @@ class ConnectionPool:
                 _close_quietly(backend)
             with self._lock:
                 self._in_use -= 1
+                if self._waiters:
+                    self._wake_one()
             raise
         with self._lock:
             self._counts["opened"] += 1
@@ -241,6 +342,7 @@ class ConnectionPool:
         self._idle.clear()
         self._lru.clear()
         self._in_use = 0
+        self._waiters = deque()  # their threads were not forked
         self._generation += 1
 
     def _close_all(self, conns: list[Connection]) -> None:
@@ -295,7 +397,9 @@ def get_pool() -> ConnectionPool:
             if _pool is None:  # pragma: no branch  (lost the race: another thread made it)
                 s = get_settings()
                 _pool = ConnectionPool(
-                    max_connections=s.max_connections, idle_timeout=s.idle_timeout
+                    max_connections=s.max_connections,
+                    idle_timeout=s.idle_timeout,
+                    checkout_wait=CHECKOUT_WAIT,
                 )
             pool = _pool
     return pool
@@ -307,6 +411,12 @@ def stats() -> PoolStats:
 
 def clear() -> None:
     get_pool().clear()
+
+
+def clear_if_created() -> None:
+    """Like :func:`clear`, without creating the pool (which reads settings that may be bad)."""
+    if _pool is not None:
+        _pool.clear()
 
 
 @receiver(setting_changed)

@@ -431,6 +431,12 @@ class FakeESP(_Recorder):
         with self._lock:
             self._faults.extend([_Reply(status, body.encode())] * count)
 
+    def redirect_next(self, location: str, status: int = 302, count: int = 1) -> None:
+        """Answer the next ``count`` requests with a redirect to ``location``, as a
+        tenant-chosen endpoint pointing the platform at an internal address would."""
+        with self._lock:
+            self._faults.extend([_Reply(status, b"", {"Location": location})] * count)
+
     def reset_next(self, count: int = 1) -> None:
         """Drop the connection (TCP RST, no response) for the next ``count`` requests."""
         with self._lock:
@@ -667,6 +673,11 @@ class _CountingSMTP(SMTP):
             self.owner._live.discard(self)
         super().connection_lost(error)
 
+    async def smtp_DATA(self, arg: str) -> None:
+        await super().smtp_DATA(arg)
+        if self.owner.close_after_each and self.transport is not None:
+            self.transport.close()  # after the reply: "250 accepted", then hang up
+
 
 class _SMTPController(Controller):
     def __init__(self, owner: FakeSMTP, port: int) -> None:
@@ -678,6 +689,8 @@ class _SMTPController(Controller):
             server_hostname="fakesmtp.localhost",
             authenticator=owner._authenticate,
             auth_require_tls=False,
+            # aiosmtpd's own idle timeout: it closes the session without a word, as servers do.
+            timeout=owner.idle_timeout if owner.idle_timeout is not None else 300,
         )
 
     def factory(self) -> SMTP:
@@ -690,13 +703,31 @@ class FakeSMTP(_Recorder):
     Any user name/password is accepted unless ``users`` maps the valid ones.
     ``credential`` of a recorded message is ``"user:password"``, or ``""``
     when the client did not authenticate.
+
+    Servers that are hard on kept-alive sessions: ``close_after_each=True``
+    hangs up right after accepting each message; ``idle_timeout`` (seconds)
+    closes a session idle that long, silently; ``goodbye_at_next_mail(n)``
+    answers MAIL FROM with ``421``. ``hang_up_after_data(n)`` makes the next
+    ``n`` messages be received (and recorded: the server may have queued
+    them) but the session dropped before the reply, so the client cannot
+    know whether they were accepted.
     """
 
     host = LOOPBACK
 
-    def __init__(self, users: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        users: Mapping[str, str] | None = None,
+        *,
+        close_after_each: bool = False,
+        idle_timeout: float | None = None,
+    ) -> None:
         super().__init__()
         self.users = None if users is None else dict(users)
+        self.close_after_each = close_after_each
+        self.idle_timeout = idle_timeout
+        self._hang_ups = 0
+        self._goodbyes = 0
         self.port = 0
         self._live: set[_CountingSMTP] = set()
         self._awaiting_probe = False
@@ -719,6 +750,41 @@ class FakeSMTP(_Recorder):
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+
+    def clear(self) -> None:
+        """Also drops pending hang_up_after_data faults."""
+        super().clear()
+        with self._lock:
+            self._hang_ups = 0
+            self._goodbyes = 0
+
+    def goodbye_at_next_mail(self, count: int = 1) -> None:
+        """Answer the next ``count`` MAIL FROM commands with ``421`` (closing), as a server
+        going down or rate-limiting does; nothing was accepted."""
+        with self._lock:
+            self._goodbyes += count
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        """aiosmtpd handler hook: accept the sender, unless a goodbye is due."""
+        with self._lock:
+            goodbye, self._goodbyes = self._goodbyes > 0, max(self._goodbyes - 1, 0)
+        if goodbye:
+            return "421 4.3.2 Service shutting down, closing transmission channel"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    def hang_up_after_data(self, count: int = 1) -> None:
+        """Drop the session after receiving the next ``count`` messages, before replying."""
+        with self._lock:
+            self._hang_ups += count
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
@@ -749,4 +815,8 @@ class FakeSMTP(_Recorder):
                 received_at=time.time(),
             )
         )
+        with self._lock:
+            hang_up, self._hang_ups = self._hang_ups > 0, max(self._hang_ups - 1, 0)
+        if hang_up and server.transport is not None:
+            server.transport.abort()  # type: ignore[attr-defined]  # received, maybe queued
         return "250 Message accepted for delivery"

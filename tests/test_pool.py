@@ -15,6 +15,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 import warnings
 import weakref
@@ -759,3 +760,92 @@ def test_idle_timeout_setting_zero_reconnects_every_send(
     assert len({m.connection_id for m in fake_esp.wait_for(3)}) == 3
     assert pool_delta() == expected(misses=3, opened=3, closed=2, expired=2, idle=1)
     wait_until(lambda: fake_esp.open_connections == 1)
+
+
+# -- a bounded pool under contention -------------------------------------------------------------
+
+
+def hammer(pool: ConnectionPool, key: str, make: Factory, threads: int, sends: int) -> None:
+    """``threads`` threads each check ``key`` out ``sends`` times, holding it ~1 ms."""
+    start = threading.Barrier(threads)
+
+    def worker() -> None:
+        start.wait()
+        for _ in range(sends):
+            conn = pool.checkout(key, make)
+            time.sleep(0.001)
+            pool.checkin(conn)
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+
+
+def test_max_connections_1_under_contention_reuses_its_one_connection() -> None:
+    # Regression: every contended checkout used to overflow, and every checkin shed the other
+    # thread's connection again -- a connection per send, nothing reused.
+    pool = ConnectionPool(max_connections=1, idle_timeout=60.0, checkout_wait=5.0)
+    make = Factory("a")
+    hammer(pool, "a", make, threads=4, sends=25)
+    stats = pool.stats()
+    assert (stats.opened, stats.overflow, stats.hits, stats.idle) == (1, 0, 99, 1)
+
+
+def test_a_waiting_checkout_takes_the_room_a_checkin_of_another_key_frees() -> None:
+    pool = ConnectionPool(max_connections=1, idle_timeout=60.0, checkout_wait=5.0)
+    make_a, make_b = Factory("a"), Factory("b")
+    held = pool.checkout("a", make_a)
+    got: list[Connection] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.checkout("b", make_b)))
+    waiter.start()
+    wait_until(lambda: len(pool._waiters) == 1)
+    pool.checkin(held)
+    waiter.join()
+    pool.checkin(got[0])
+    # "a" went idle and was evicted to make room for "b": never more than one open.
+    assert [b.close_calls for b in make_a.made] == [1]
+    assert pool.stats() == expected(misses=2, opened=2, closed=1, evicted=1, idle=1)
+
+
+def test_a_checkout_that_waited_in_vain_overflows() -> None:
+    pool = ConnectionPool(max_connections=1, idle_timeout=60.0, checkout_wait=0.05)
+    make = Factory("a")
+    held = pool.checkout("a", make)
+    started = time.monotonic()
+    extra = pool.checkout("a", make)  # the same thread holds the only one: it cannot come back
+    assert time.monotonic() - started >= 0.05
+    assert pool.stats() == expected(misses=2, opened=2, overflow=1, in_use=2)
+    pool.checkin(extra)
+    pool.checkin(held)
+
+
+def test_max_connections_1_with_concurrent_tenant_sends_opens_one_http_connection(
+    tenants: Tenants,
+    fake_esp: FakeESP,
+    settings: Any,
+    pool_delta: Callable[[], PoolStats],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "MAX_CONNECTIONS": 1}
+    # Waiting far longer than CHECKOUT_WAIT: on a loaded machine three sends ahead in the queue
+    # can take longer than that, and the overflow this test forbids would be a timing artefact.
+    monkeypatch.setattr(get_pool(), "checkout_wait", 30.0)
+    mailer(tenant="acme").send_messages([message("warm")])  # caches the tenant row
+    start = threading.Barrier(4)
+
+    def worker(n: int) -> None:
+        start.wait()
+        for i in range(5):
+            mailer(tenant="acme").send_messages([message(f"{n}-{i}")])
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert len(fake_esp.wait_for(21)) == 21
+    assert fake_esp.connections_opened == 1
+    delta = pool_delta()
+    assert (delta.opened, delta.overflow, delta.hits) == (1, 0, 20)
