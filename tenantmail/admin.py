@@ -37,8 +37,8 @@ from .conf import BACKEND_ALIASES, expand_backend, get_settings
 from .config import resolve
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
-from .masking import mask, masked
-from .models import TenantMailSource
+from .masking import PUBLIC_OPTION_NAMES, mask, masked
+from .models import ENDPOINT_OPTIONS, TenantMailSource
 from .tenancy import ActiveTenant
 from .validation import check_defaults
 
@@ -243,6 +243,8 @@ class TenantMailForm(_FormBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._new_options: dict[str, Any] | None = None
+        self._kept_secrets: list[str] = []
+        self._endpoint_moved = False
         stored_backend = str(getattr(self.instance, "mail_backend", "") or "")
         self.stored_backend = expand_backend(stored_backend) if stored_backend else ""
         stored = getattr(self.instance, "mail_options", None)
@@ -346,6 +348,7 @@ class TenantMailForm(_FormBase):
             return cleaned  # keep the ciphertext; the help text says to re-enter it
         if backend:
             self._check_required(backend, options)
+            self._check_kept_secrets(backend, options)
         if not self.errors:
             self._check_with_resolver(backend, options, cleaned.get("mail_defaults") or {})
         if not self.errors and not unchanged:
@@ -373,6 +376,12 @@ class TenantMailForm(_FormBase):
                 return None, True
             options.update(other)
         entered = other is not None
+        self._kept_secrets = (
+            []
+            if other is not None
+            else ["mail_options_other"]
+            * any(k not in PUBLIC_OPTION_NAMES and k not in ENDPOINT_OPTIONS for k in options)
+        )
         for option, spec in OPTION_FIELDS.items():
             name = option_field_name(option)
             value = cleaned.get(name)
@@ -389,7 +398,38 @@ class TenantMailForm(_FormBase):
                 entered = entered or spec.secret
             elif spec.secret and base.get(option) not in (None, ""):
                 options[option] = base[option]  # blank keeps the stored secret
+                self._kept_secrets.append(name)
         return (None if self.errors else options), entered
+
+    def _check_kept_secrets(self, backend: str, options: Mapping[str, Any]) -> None:
+        """A kept ("leave blank") secret may not follow a new API URL or SMTP host: whoever may
+        edit the tenant but not read its secrets could otherwise point it at their own server."""
+        if backend != self.stored_backend:
+            return  # switching backends never keeps a secret (see _collect_options)
+        stored = self.stored_options
+        moved = [n for n in sorted(ENDPOINT_OPTIONS) if options.get(n) != stored.get(n)]
+        self._endpoint_moved = bool(moved)
+        if not moved:
+            return
+        where = ", ".join(str(OPTION_FIELDS[n].label) if n in OPTION_FIELDS else n for n in moved)
+        for name in dict.fromkeys(self._kept_secrets):
+            self.add_error(
+                name,
+                _(
+                    "You changed %(where)s, which is where this secret is sent: enter it again "
+                    "(it is never taken along to a new destination)."
+                )
+                % {"where": where},
+            )
+
+    def _post_clean(self) -> None:
+        # clean() above ran the send's rules on the options this form will store; the model's
+        # clean() would run them again on the options stored before.
+        self.instance._tenantmail_form_validated = True
+        try:
+            super()._post_clean()  # type: ignore[misc]
+        finally:
+            del self.instance._tenantmail_form_validated
 
     def _check_required(self, backend: str, options: Mapping[str, Any]) -> None:
         for option in get_settings().required_options.get(backend, ()):
@@ -421,6 +461,9 @@ class TenantMailForm(_FormBase):
     def save(self, commit: bool = True) -> Any:
         if self._new_options is not None:
             self.instance.mail_options = self._new_options
+            confirm = getattr(self.instance, "confirm_mail_endpoint_change", None)
+            if self._endpoint_moved and confirm is not None:
+                confirm()  # every secret going to the new destination was typed in again
         return super().save(commit)
 
 

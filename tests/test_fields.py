@@ -404,7 +404,13 @@ def test_json_object_replaces_the_stored_options(tenants: Tenants, fake_esp: Fak
     assert fresh("acme").mail_options == new
     assert CANARY_NEW not in raw_options("acme")
 
+    # A plain ModelForm gets the send's rules through the model's clean(): {} lacks mailgun's key.
     form = TenantMailForm(data=post("{}"), instance=fresh("acme"))
+    assert not form.is_valid()
+    assert "needs 'api_key'" in " ".join(form.errors["mail_options"])
+    assert CANARY_NEW not in str(form.errors)
+
+    form = TenantMailForm(data=post("{}", mail_backend=""), instance=fresh("acme"))
     assert form.is_valid(), form.errors
     form.save()
     assert fresh("acme").mail_options == {}
