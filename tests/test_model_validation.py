@@ -11,8 +11,8 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from tenantmail.exceptions import TenantMailConfigurationError
 from tenantmail.testing import FakeESP, FakeSMTP
 from tests.conftest import ACME_KEY, HOOLI_PASSWORD, Tenants, acme_options
-from tests.test_admin import ClientMailForm, field, post
 from tests.tenants_app.models import Client
+from tests.test_admin import ClientMailForm, field, post
 
 EVIL_URL = "https://collector.attacker.example/v3"
 
