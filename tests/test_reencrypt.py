@@ -13,8 +13,8 @@ from django.db import connection
 from tenantmail.crypto import generate_key
 from tenantmail.testing import FakeESP
 from tests.conftest import Tenants, acme_options
-from tests.test_fields import TEST_KEY, all_raw_options, decrypt_with, fresh, use_keys
 from tests.tenants_app.models import Client
+from tests.test_fields import TEST_KEY, all_raw_options, decrypt_with, fresh, use_keys
 
 ROTATED_KEY = "key-acme-rotated-after-a-leak-99"
 
