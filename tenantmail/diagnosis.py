@@ -41,13 +41,11 @@ class _Draft:
 
 
 @sensitive_variables()
-def tenant_problems(
-    schema: str, source: TenantMailSource, *, platform: bool = False
-) -> list[TenantMailConfigurationError]:
+def tenant_problems(schema: str, source: TenantMailSource) -> list[TenantMailConfigurationError]:
     """Every configuration error a send as ``schema`` with ``source`` would hit, first-found first.
 
-    Errors about the platform's own configuration (``TENANTMAIL["DEFAULT"]``, ...) are left out
-    unless ``platform`` is true: the system checks report those once, not once per tenant.
+    Errors about the platform's own configuration (``TENANTMAIL["DEFAULT"]``, ...) are left out:
+    the system checks report those once, not once per tenant.
     """
     problems: dict[str, TenantMailConfigurationError] = {}
 
@@ -55,7 +53,7 @@ def tenant_problems(
         try:
             rule()
         except TenantMailConfigurationError as error:
-            if platform or error.setting in TENANT_SETTINGS:
+            if error.setting in TENANT_SETTINGS:
                 problems.setdefault(str(error), error)
             return False
         return True
