@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from .conf import BACKEND_ALIASES, expand_backend, get_settings
 from .config import resolve
@@ -44,7 +46,7 @@ from .validation import check_defaults
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
-    from django.http import HttpRequest
+    from django.http import HttpRequest, HttpResponse
 
     _FormBase = forms.ModelForm[Any]
     _AdminBase = ModelAdmin[Any]
@@ -52,7 +54,13 @@ else:
     _FormBase = forms.ModelForm
     _AdminBase = object
 
-__all__ = ["OPTION_FIELDS", "TenantMailAdminMixin", "TenantMailForm", "option_field_name"]
+__all__ = [
+    "OPTION_FIELDS",
+    "SENSITIVE_POST_PARAMETERS",
+    "TenantMailAdminMixin",
+    "TenantMailForm",
+    "option_field_name",
+]
 
 OptionKind = Literal["secret", "text", "url", "int", "bool"]
 
@@ -148,6 +156,14 @@ def _form_field(option: str) -> forms.Field:
     return forms.CharField(**common)
 
 
+def _fields_used_by(choice: str) -> list[str]:
+    """The option inputs a ``mail_backend`` choice uses ("" = the platform's account: none)."""
+    if not choice:
+        return []
+    names = BACKEND_OPTION_FIELDS.get(expand_backend(choice), tuple(OPTION_FIELDS))
+    return [option_field_name(name) for name in names]
+
+
 def _reason(error: TenantMailConfigurationError) -> str:
     """The error without its "tenant 'x', setting:" prefix (the form shows where it is)."""
     prefix = [f"tenant {error.tenant!r}"] if error.tenant is not None else []
@@ -191,6 +207,9 @@ class _OtherOptionsField(forms.Field):
 
 class TenantMailForm(_FormBase):
     """Edits ``mail_backend``, ``mail_options`` (one input per option) and ``mail_defaults``."""
+
+    class Media:
+        js = ("tenantmail/admin-backend-fields.js",)
 
     mail_backend = forms.ChoiceField(
         label=_("Mail backend"),
@@ -250,6 +269,8 @@ class TenantMailForm(_FormBase):
         stored = getattr(self.instance, "mail_options", None)
         self.stored_options: Mapping[str, Any] = stored if isinstance(stored, Mapping) else {}
         self._setup_backend_choices()
+        # A new tenant has no instance data, so the JSON textarea would start as "null".
+        self.initial.setdefault("mail_defaults", {})
         for option, spec in OPTION_FIELDS.items():
             name = option_field_name(option)
             if name not in self.fields:
@@ -279,6 +300,10 @@ class TenantMailForm(_FormBase):
             choices.append((current, f"{current} ({_('not allowed; choose another')})"))
         field.choices = choices
         self.initial["mail_backend"] = current
+        # For admin/tenantmail.js: which inputs each choice uses (progressive enhancement: without
+        # JavaScript every input is shown and the server refuses the ones that do not apply).
+        uses = {value: _fields_used_by(value) for value, _label in choices}
+        field.widget.attrs["data-tenantmail-fields"] = json.dumps(uses, sort_keys=True)
 
     def _describe_other_options(self) -> None:
         field = self.fields.get("mail_options_other")
@@ -323,6 +348,7 @@ class TenantMailForm(_FormBase):
             raise ValidationError(_reason(error), code="invalid") from None
         return value
 
+    @method_decorator(sensitive_variables())
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if "mail_backend" not in cleaned:
@@ -355,6 +381,7 @@ class TenantMailForm(_FormBase):
             self._new_options = options
         return cleaned
 
+    @method_decorator(sensitive_variables())
     def _collect_options(
         self, cleaned: Mapping[str, Any], backend: str
     ) -> tuple[dict[str, Any] | None, bool]:
@@ -507,6 +534,13 @@ TENANTMAIL_FIELDSETS: list[tuple[Any, dict[str, Any]]] = [
     (_("Message defaults"), {"fields": ["mail_defaults"]}),
 ]
 
+#: POST parameters that may carry a secret (hidden from error reports by the admin mixin).
+SENSITIVE_POST_PARAMETERS: tuple[str, ...] = (
+    *(option_field_name(o) for o, spec in OPTION_FIELDS.items() if spec.secret),
+    "mail_options_other",
+    "mail_options",
+)
+
 _FORM_FIELDS = frozenset(
     {"mail_options", *(f for _title, opts in TENANTMAIL_FIELDSETS for f in opts["fields"])}
 )
@@ -517,6 +551,18 @@ class TenantMailAdminMixin(_AdminBase):
 
     form = TenantMailForm
 
+    # Keys typed into the form must not reach an error report (DEBUG=False 500 mails, Sentry's
+    # Django integration, ...): an exception while saving would otherwise quote the POST.
+    @method_decorator(sensitive_post_parameters(*SENSITIVE_POST_PARAMETERS))
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = []
         for title, options in super().get_fieldsets(request, obj):
@@ -524,6 +570,9 @@ class TenantMailAdminMixin(_AdminBase):
             if fields:
                 fieldsets.append((title, {**options, "fields": fields}))
         backend = None if obj is None else str(getattr(obj, "mail_backend", "") or "")
+        if request.method == "POST" and "mail_backend" in request.POST:
+            # A re-rendered form (an error) opens the sections of the backend just chosen.
+            backend = str(request.POST["mail_backend"])
         return [*fieldsets, *tenantmail_fieldsets(backend)]
 
 

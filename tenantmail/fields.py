@@ -17,7 +17,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import Expression
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
 from .exceptions import TenantMailConfigurationError
@@ -129,6 +131,7 @@ class EncryptedJSONField(models.TextField):  # type: ignore[type-arg]
             )
         return SecretDict(decoded)
 
+    @method_decorator(sensitive_variables())
     def get_prep_value(self, value: Any) -> Any:
         if value is None:
             return None
