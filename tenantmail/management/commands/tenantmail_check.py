@@ -14,9 +14,11 @@ from django_tenants.utils import get_tenant_model
 
 from tenantmail.checks import check_settings
 from tenantmail.conf import get_settings
+from tenantmail.config import _source
 from tenantmail.diagnosis import tenant_problems
 from tenantmail.exceptions import TenantMailConfigurationError
 from tenantmail.models import TenantMailMixin, TenantMailSource
+from tenantmail.tenancy import ActiveTenant
 
 
 class Command(BaseCommand):
@@ -70,15 +72,7 @@ class Command(BaseCommand):
 def _problems(tenant: Any) -> list[TenantMailConfigurationError]:
     schema = str(tenant.schema_name)
     try:
-        source = tenant.get_mail_config()
+        source = _source(ActiveTenant(schema, tenant))  # get_mail_config(), as a send calls it
     except TenantMailConfigurationError as error:
         return [error]
-    if not isinstance(source, TenantMailSource):
-        return [
-            TenantMailConfigurationError(
-                f"get_mail_config() must return a TenantMailSource, got {type(source).__name__}",
-                tenant=schema,
-                setting="get_mail_config",
-            )
-        ]
-    return tenant_problems(schema, source)
+    return tenant_problems(schema, source or TenantMailSource(backend=None))
