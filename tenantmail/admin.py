@@ -31,21 +31,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from .conf import BACKEND_ALIASES, expand_backend, get_settings
 from .config import resolve
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
-from .masking import mask, masked
-from .models import TenantMailSource
+from .masking import PUBLIC_OPTION_NAMES, mask, masked
+from .models import ENDPOINT_OPTIONS, TenantMailSource
 from .tenancy import ActiveTenant
 from .validation import check_defaults
 from .webhooks.admin import describe_webhook_secrets
 
 if TYPE_CHECKING:
     from django.contrib.admin import ModelAdmin
-    from django.http import HttpRequest
+    from django.http import HttpRequest, HttpResponse
 
     _FormBase = forms.ModelForm[Any]
     _AdminBase = ModelAdmin[Any]
@@ -53,7 +55,13 @@ else:
     _FormBase = forms.ModelForm
     _AdminBase = object
 
-__all__ = ["OPTION_FIELDS", "TenantMailAdminMixin", "TenantMailForm", "option_field_name"]
+__all__ = [
+    "OPTION_FIELDS",
+    "SENSITIVE_POST_PARAMETERS",
+    "TenantMailAdminMixin",
+    "TenantMailForm",
+    "option_field_name",
+]
 
 OptionKind = Literal["secret", "text", "url", "int", "bool"]
 
@@ -149,6 +157,14 @@ def _form_field(option: str) -> forms.Field:
     return forms.CharField(**common)
 
 
+def _fields_used_by(choice: str) -> list[str]:
+    """The option inputs a ``mail_backend`` choice uses ("" = the platform's account: none)."""
+    if not choice:
+        return []
+    names = BACKEND_OPTION_FIELDS.get(expand_backend(choice), tuple(OPTION_FIELDS))
+    return [option_field_name(name) for name in names]
+
+
 def _reason(error: TenantMailConfigurationError) -> str:
     """The error without its "tenant 'x', setting:" prefix (the form shows where it is)."""
     prefix = [f"tenant {error.tenant!r}"] if error.tenant is not None else []
@@ -192,6 +208,9 @@ class _OtherOptionsField(forms.Field):
 
 class TenantMailForm(_FormBase):
     """Edits ``mail_backend``, ``mail_options`` (one input per option) and ``mail_defaults``."""
+
+    class Media:
+        js = ("tenantmail/admin-backend-fields.js",)
 
     mail_backend = forms.ChoiceField(
         label=_("Mail backend"),
@@ -244,11 +263,15 @@ class TenantMailForm(_FormBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._new_options: dict[str, Any] | None = None
+        self._kept_secrets: list[str] = []
+        self._endpoint_moved = False
         stored_backend = str(getattr(self.instance, "mail_backend", "") or "")
         self.stored_backend = expand_backend(stored_backend) if stored_backend else ""
         stored = getattr(self.instance, "mail_options", None)
         self.stored_options: Mapping[str, Any] = stored if isinstance(stored, Mapping) else {}
         self._setup_backend_choices()
+        # A new tenant has no instance data, so the JSON textarea would start as "null".
+        self.initial.setdefault("mail_defaults", {})
         for option, spec in OPTION_FIELDS.items():
             name = option_field_name(option)
             if name not in self.fields:
@@ -279,6 +302,10 @@ class TenantMailForm(_FormBase):
             choices.append((current, f"{current} ({_('not allowed; choose another')})"))
         field.choices = choices
         self.initial["mail_backend"] = current
+        # For admin/tenantmail.js: which inputs each choice uses (progressive enhancement: without
+        # JavaScript every input is shown and the server refuses the ones that do not apply).
+        uses = {value: _fields_used_by(value) for value, _label in choices}
+        field.widget.attrs["data-tenantmail-fields"] = json.dumps(uses, sort_keys=True)
 
     def _describe_other_options(self) -> None:
         field = self.fields.get("mail_options_other")
@@ -323,6 +350,7 @@ class TenantMailForm(_FormBase):
             raise ValidationError(_reason(error), code="invalid") from None
         return value
 
+    @method_decorator(sensitive_variables())
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if "mail_backend" not in cleaned:
@@ -348,12 +376,14 @@ class TenantMailForm(_FormBase):
             return cleaned  # keep the ciphertext; the help text says to re-enter it
         if backend:
             self._check_required(backend, options)
+            self._check_kept_secrets(backend, options)
         if not self.errors:
             self._check_with_resolver(backend, options, cleaned.get("mail_defaults") or {})
         if not self.errors and not unchanged:
             self._new_options = options
         return cleaned
 
+    @method_decorator(sensitive_variables())
     def _collect_options(
         self, cleaned: Mapping[str, Any], backend: str
     ) -> tuple[dict[str, Any] | None, bool]:
@@ -375,6 +405,12 @@ class TenantMailForm(_FormBase):
                 return None, True
             options.update(other)
         entered = other is not None
+        self._kept_secrets = (
+            []
+            if other is not None
+            else ["mail_options_other"]
+            * any(k not in PUBLIC_OPTION_NAMES and k not in ENDPOINT_OPTIONS for k in options)
+        )
         for option, spec in OPTION_FIELDS.items():
             name = option_field_name(option)
             value = cleaned.get(name)
@@ -391,7 +427,38 @@ class TenantMailForm(_FormBase):
                 entered = entered or spec.secret
             elif spec.secret and base.get(option) not in (None, ""):
                 options[option] = base[option]  # blank keeps the stored secret
+                self._kept_secrets.append(name)
         return (None if self.errors else options), entered
+
+    def _check_kept_secrets(self, backend: str, options: Mapping[str, Any]) -> None:
+        """A kept ("leave blank") secret may not follow a new API URL or SMTP host: whoever may
+        edit the tenant but not read its secrets could otherwise point it at their own server."""
+        if backend != self.stored_backend:
+            return  # switching backends never keeps a secret (see _collect_options)
+        stored = self.stored_options
+        moved = [n for n in sorted(ENDPOINT_OPTIONS) if options.get(n) != stored.get(n)]
+        self._endpoint_moved = bool(moved)
+        if not moved:
+            return
+        where = ", ".join(str(OPTION_FIELDS[n].label) if n in OPTION_FIELDS else n for n in moved)
+        for name in dict.fromkeys(self._kept_secrets):
+            self.add_error(
+                name,
+                _(
+                    "You changed %(where)s, which is where this secret is sent: enter it again "
+                    "(it is never taken along to a new destination)."
+                )
+                % {"where": where},
+            )
+
+    def _post_clean(self) -> None:
+        # clean() above ran the send's rules on the options this form will store; the model's
+        # clean() would run them again on the options stored before.
+        self.instance._tenantmail_form_validated = True
+        try:
+            super()._post_clean()  # type: ignore[misc]
+        finally:
+            del self.instance._tenantmail_form_validated
 
     def _check_required(self, backend: str, options: Mapping[str, Any]) -> None:
         for option in get_settings().required_options.get(backend, ()):
@@ -423,6 +490,9 @@ class TenantMailForm(_FormBase):
     def save(self, commit: bool = True) -> Any:
         if self._new_options is not None:
             self.instance.mail_options = self._new_options
+            confirm = getattr(self.instance, "confirm_mail_endpoint_change", None)
+            if self._endpoint_moved and confirm is not None:
+                confirm()  # every secret going to the new destination was typed in again
         return super().save(commit)
 
 
@@ -467,6 +537,13 @@ TENANTMAIL_FIELDSETS: list[tuple[Any, dict[str, Any]]] = [
     (_("Webhook secrets"), {"fields": ["mail_webhook_secrets"]}),
 ]
 
+#: POST parameters that may carry a secret (hidden from error reports by the admin mixin).
+SENSITIVE_POST_PARAMETERS: tuple[str, ...] = (
+    *(option_field_name(o) for o, spec in OPTION_FIELDS.items() if spec.secret),
+    "mail_options_other",
+    "mail_options",
+)
+
 _FORM_FIELDS = frozenset(
     {"mail_options", *(f for _title, opts in TENANTMAIL_FIELDSETS for f in opts["fields"])}
 )
@@ -477,6 +554,18 @@ class TenantMailAdminMixin(_AdminBase):
 
     form = TenantMailForm
 
+    # Keys typed into the form must not reach an error report (DEBUG=False 500 mails, Sentry's
+    # Django integration, ...): an exception while saving would otherwise quote the POST.
+    @method_decorator(sensitive_post_parameters(*SENSITIVE_POST_PARAMETERS))
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = []
         for title, options in super().get_fieldsets(request, obj):
@@ -484,6 +573,9 @@ class TenantMailAdminMixin(_AdminBase):
             if fields:
                 fieldsets.append((title, {**options, "fields": fields}))
         backend = None if obj is None else str(getattr(obj, "mail_backend", "") or "")
+        if request.method == "POST" and "mail_backend" in request.POST:
+            # A re-rendered form (an error) opens the sections of the backend just chosen.
+            backend = str(request.POST["mail_backend"])
         return [*fieldsets, *tenantmail_fieldsets(backend)]
 
 

@@ -22,7 +22,7 @@ from django.core import checks
 from django.utils.log import DEFAULT_LOGGING, AdminEmailHandler
 from django.utils.module_loading import import_string
 
-from .conf import get_settings, load_settings
+from .conf import TenantMailSettings, load_settings_leniently
 from .exceptions import TenantMailConfigurationError
 
 TENANT_BACKEND = "tenantmail.backends.TenantBackend"
@@ -32,34 +32,37 @@ TENANT_BACKEND = "tenantmail.backends.TenantBackend"
 def check_settings(
     app_configs: Sequence[Any] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    try:
-        load_settings()
-    except TenantMailConfigurationError as error:
-        return [checks.Error(str(error), id="tenantmail.E001")]
-    errors: list[checks.CheckMessage] = []
-    errors += _check_keys()
-    errors += _check_default()
+    # Every problem in one run: each malformed key is reported (E001), and the other checks run
+    # on the rest, with the broken keys at their defaults.
+    parsed, problems = load_settings_leniently()
+    errors: list[checks.CheckMessage] = [
+        checks.Error(str(error), id="tenantmail.E001") for error in problems
+    ]
+    errors += _check_keys(parsed)
+    errors += _check_default(parsed)
     errors += _check_tenant_model()
-    errors += _check_allowed_backends()
+    errors += _check_allowed_backends(parsed)
     errors += _check_admin_mail()
     return errors
 
 
-def _check_keys() -> list[checks.CheckMessage]:
-    from .crypto import key_ring
+def _check_keys(parsed: TenantMailSettings) -> list[checks.CheckMessage]:
+    from .crypto import fernets_from
 
-    try:
-        key_ring()
-    except TenantMailConfigurationError as error:
-        return [checks.Error(str(error), id="tenantmail.E002")]
-    return []
+    errors: list[checks.CheckMessage] = []
+    for index, key in enumerate(parsed.encryption_keys):
+        try:  # one key at a time: every malformed entry is named, not only the first
+            fernets_from([key], start=index)
+        except TenantMailConfigurationError as error:
+            errors.append(checks.Error(str(error), id="tenantmail.E002"))
+    return errors
 
 
-def _check_default() -> list[checks.CheckMessage]:
+def _check_default(parsed: TenantMailSettings) -> list[checks.CheckMessage]:
     from .config import platform_default
 
     try:
-        platform_default(get_settings())
+        platform_default(parsed)
     except TenantMailConfigurationError as error:
         return [checks.Error(str(error), id="tenantmail.E003")]
     return []
@@ -85,14 +88,14 @@ def _check_tenant_model() -> list[checks.CheckMessage]:
     return []
 
 
-def _check_allowed_backends() -> list[checks.CheckMessage]:
+def _check_allowed_backends(parsed: TenantMailSettings) -> list[checks.CheckMessage]:
     from .factory import backend_class
 
-    explicit = getattr(settings, "TENANTMAIL", {}).get("ALLOWED_BACKENDS")
-    if not explicit:
+    raw = getattr(settings, "TENANTMAIL", {})
+    if not isinstance(raw, Mapping) or not raw.get("ALLOWED_BACKENDS"):
         return []
     problems: list[checks.CheckMessage] = []
-    for path in sorted(get_settings().allowed_backends):
+    for path in sorted(parsed.allowed_backends):
         try:
             backend_class(path)
         except (ImportError, TypeError) as error:

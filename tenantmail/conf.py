@@ -8,10 +8,10 @@ before settings are configured.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -65,6 +65,7 @@ REQUIRED_OPTIONS: Mapping[str, tuple[str, ...]] = {
 MissingConfig = Literal["default", "raise"]
 #: What a send with no tenant context at all does (see tenancy.current_tenant).
 Unresolved = Literal["platform", "raise"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -169,33 +170,100 @@ def _positive(raw: Mapping[str, Any], key: str, default: float) -> float:
 
 
 def load_settings() -> TenantMailSettings:
-    """Parse and validate ``settings.TENANTMAIL`` (every key optional)."""
+    """Parse and validate ``settings.TENANTMAIL`` (every key optional); raise the first problem."""
+    problems: list[TenantMailConfigurationError] = []
+    parsed = _load(problems)
+    if problems:
+        raise problems[0]
+    return parsed
+
+
+def load_settings_leniently() -> tuple[TenantMailSettings, list[TenantMailConfigurationError]]:
+    """Every problem with ``settings.TENANTMAIL``, not just the first, and the settings with each
+    bad key at its default (so the system checks can go on checking the rest)."""
+    problems: list[TenantMailConfigurationError] = []
+    return _load(problems), problems
+
+
+def _load(problems: list[TenantMailConfigurationError]) -> TenantMailSettings:
+    """Parse what can be parsed; each bad key is recorded in ``problems`` and left at its
+    default, so the rest is still checked."""
     raw = getattr(settings, "TENANTMAIL", {})
     if not isinstance(raw, Mapping):
-        raise TenantMailConfigurationError("must be a dict", setting="TENANTMAIL")
+        problems.append(TenantMailConfigurationError("must be a dict", setting="TENANTMAIL"))
+        raw = {}
     unknown = set(raw) - _KNOWN_KEYS
     if unknown:
-        raise TenantMailConfigurationError(
-            f"unknown keys {sorted(unknown)}; expected some of {sorted(_KNOWN_KEYS)}",
-            setting="TENANTMAIL",
+        problems.append(
+            TenantMailConfigurationError(
+                f"unknown keys {sorted(unknown)}; expected some of {sorted(_KNOWN_KEYS)}",
+                setting="TENANTMAIL",
+            )
         )
     defaults = TenantMailSettings()
 
+    def parsed(parse: Callable[[], _T], fallback: _T) -> _T:
+        try:
+            return parse()
+        except TenantMailConfigurationError as error:
+            problems.append(error)
+            return fallback
+
+    timeouts = parsed(lambda: _parse_timeouts(raw), (defaults.timeout, defaults.max_timeout))
+    return TenantMailSettings(
+        default=parsed(lambda: _parse_default(raw["DEFAULT"]), defaults.default)
+        if "DEFAULT" in raw
+        else defaults.default,
+        encryption_keys=parsed(lambda: _parse_keys(raw), defaults.encryption_keys),
+        allowed_backends=parsed(lambda: _parse_allowed(raw), defaults.allowed_backends),
+        required_options=parsed(lambda: _parse_required(raw), defaults.required_options),
+        missing_config=parsed(lambda: _parse_missing(raw), defaults.missing_config),
+        max_connections=int(
+            parsed(
+                lambda: _number(raw, "MAX_CONNECTIONS", defaults.max_connections, minimum=1),
+                float(defaults.max_connections),
+            )
+        ),
+        idle_timeout=parsed(
+            lambda: _number(raw, "IDLE_TIMEOUT", defaults.idle_timeout, minimum=0),
+            defaults.idle_timeout,
+        ),
+        tenant_cache_seconds=parsed(
+            lambda: _number(raw, "TENANT_CACHE_SECONDS", defaults.tenant_cache_seconds, minimum=0),
+            defaults.tenant_cache_seconds,
+        ),
+        metadata_key=parsed(lambda: _parse_metadata_key(raw), defaults.metadata_key),
+        unresolved=parsed(lambda: _parse_unresolved(raw), defaults.unresolved),
+        timeout=timeouts[0],
+        max_timeout=timeouts[1],
+        block_private_endpoints=parsed(
+            lambda: _parse_block_private(raw), defaults.block_private_endpoints
+        ),
+        public_schema_name=get_public_schema_name(),
+        tenant_db_alias=get_tenant_database_alias(),
+    )
+
+
+def _parse_keys(raw: Mapping[str, Any]) -> tuple[str, ...]:
     keys = raw.get("ENCRYPTION_KEYS", ())
     if isinstance(keys, str) or not isinstance(keys, Sequence):
         raise _error("ENCRYPTION_KEYS", "must be a list of Fernet keys, newest first")
     if not all(isinstance(k, str) and k for k in keys):
         raise _error("ENCRYPTION_KEYS", "every entry must be a non-empty string")
+    return tuple(keys)
 
+
+def _parse_allowed(raw: Mapping[str, Any]) -> frozenset[str]:
     allowed = raw.get("ALLOWED_BACKENDS", None)
     if allowed is None:
-        allowed_set = defaults.allowed_backends
-    elif isinstance(allowed, str) or not isinstance(allowed, Sequence | set | frozenset):
+        return TenantMailSettings.allowed_backends
+    if isinstance(allowed, str) or not isinstance(allowed, Sequence | set | frozenset):
         raise _error("ALLOWED_BACKENDS", "must be a list of backend dotted paths or short names")
-    else:
-        allowed_set = frozenset(expand_backend(str(b)) for b in allowed)
+    return frozenset(expand_backend(str(b)) for b in allowed)
 
-    required = dict(defaults.required_options)
+
+def _parse_required(raw: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    required = dict(REQUIRED_OPTIONS)
     extra_required = raw.get("REQUIRED_OPTIONS", {})
     if not isinstance(extra_required, Mapping):
         raise _error("REQUIRED_OPTIONS", "must be a dict {backend: [option, ...]}")
@@ -203,48 +271,45 @@ def load_settings() -> TenantMailSettings:
         if isinstance(names, str) or not isinstance(names, Sequence):
             raise _error("REQUIRED_OPTIONS", f"the entry for {backend!r} must be a list of names")
         required[expand_backend(backend)] = tuple(names)
+    return required
 
-    missing = raw.get("MISSING_CONFIG", defaults.missing_config)
+
+def _parse_missing(raw: Mapping[str, Any]) -> MissingConfig:
+    missing = raw.get("MISSING_CONFIG", TenantMailSettings.missing_config)
     if missing not in ("default", "raise"):
         raise _error("MISSING_CONFIG", 'must be "default" or "raise"')
+    return cast(MissingConfig, missing)
 
-    unresolved = raw.get("UNRESOLVED", defaults.unresolved)
+
+def _parse_unresolved(raw: Mapping[str, Any]) -> Unresolved:
+    unresolved = raw.get("UNRESOLVED", TenantMailSettings.unresolved)
     if unresolved not in ("platform", "raise"):
         raise _error(
             "UNRESOLVED", 'must be "platform" (send as the platform, with a warning) or "raise"'
         )
+    return cast(Unresolved, unresolved)
 
-    metadata_key = raw.get("METADATA_KEY", defaults.metadata_key)
+
+def _parse_metadata_key(raw: Mapping[str, Any]) -> str | None:
+    metadata_key = raw.get("METADATA_KEY", TenantMailSettings.metadata_key)
     if metadata_key is not None and (not isinstance(metadata_key, str) or not metadata_key):
         raise _error("METADATA_KEY", "must be a non-empty string, or None to opt out")
+    return metadata_key
 
-    timeout = _positive(raw, "TIMEOUT", defaults.timeout)
-    max_timeout = _positive(raw, "MAX_TIMEOUT", defaults.max_timeout)
+
+def _parse_timeouts(raw: Mapping[str, Any]) -> tuple[float, float]:
+    timeout = _positive(raw, "TIMEOUT", TenantMailSettings.timeout)
+    max_timeout = _positive(raw, "MAX_TIMEOUT", TenantMailSettings.max_timeout)
     if timeout > max_timeout:
         raise _error("TIMEOUT", f'must not exceed TENANTMAIL["MAX_TIMEOUT"] ({max_timeout:g})')
-    block_private = raw.get("BLOCK_PRIVATE_ENDPOINTS", defaults.block_private_endpoints)
+    return timeout, max_timeout
+
+
+def _parse_block_private(raw: Mapping[str, Any]) -> bool:
+    block_private = raw.get("BLOCK_PRIVATE_ENDPOINTS", TenantMailSettings.block_private_endpoints)
     if not isinstance(block_private, bool):
         raise _error("BLOCK_PRIVATE_ENDPOINTS", "must be True or False")
-
-    return TenantMailSettings(
-        default=_parse_default(raw["DEFAULT"]) if "DEFAULT" in raw else defaults.default,
-        encryption_keys=tuple(keys),
-        allowed_backends=allowed_set,
-        required_options=required,
-        missing_config=missing,
-        unresolved=unresolved,
-        max_connections=int(_number(raw, "MAX_CONNECTIONS", defaults.max_connections, minimum=1)),
-        idle_timeout=_number(raw, "IDLE_TIMEOUT", defaults.idle_timeout, minimum=0),
-        tenant_cache_seconds=_number(
-            raw, "TENANT_CACHE_SECONDS", defaults.tenant_cache_seconds, minimum=0
-        ),
-        metadata_key=metadata_key,
-        timeout=timeout,
-        max_timeout=max_timeout,
-        block_private_endpoints=block_private,
-        public_schema_name=get_public_schema_name(),
-        tenant_db_alias=get_tenant_database_alias(),
-    )
+    return block_private
 
 
 @cache

@@ -133,6 +133,10 @@ def _tenant_account(
             setting="mail_backend",
         )
     if isinstance(options, UndecryptableOptions):
+        if options.key_error is not None:  # the key ring itself is broken, not this row
+            raise TenantMailConfigurationError(
+                f"cannot be decrypted: {options.key_error}", tenant=schema, setting="mail_options"
+            ) from options.key_error
         raise TenantMailConfigurationError(
             'no key in TENANTMAIL["ENCRYPTION_KEYS"] decrypts it; add back the key it was '
             "encrypted with, or enter the credentials again",

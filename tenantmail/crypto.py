@@ -10,6 +10,7 @@ secret-key rotation rotates these too.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -22,7 +23,15 @@ from django.dispatch import receiver
 from .conf import WATCHED_SETTINGS, get_settings
 from .exceptions import TenantMailConfigurationError
 
-__all__ = ["InvalidToken", "decrypt", "encrypt", "generate_key", "key_ring", "rotate"]
+__all__ = [
+    "InvalidToken",
+    "decrypt",
+    "encrypt",
+    "generate_key",
+    "is_current",
+    "key_ring",
+    "rotate",
+]
 
 _HKDF_INFO = b"tenantmail.mail_options"
 
@@ -41,10 +50,11 @@ def _derive(secret: str) -> bytes:
     return base64.urlsafe_b64encode(raw)
 
 
-def _configured_fernets() -> list[Fernet]:
-    keys = get_settings().encryption_keys
+def fernets_from(keys: Sequence[str], start: int = 0) -> list[Fernet]:
+    """Entries ``start``... of ``TENANTMAIL["ENCRYPTION_KEYS"]``; a malformed one raises, named
+    by its position."""
     fernets = []
-    for index, key in enumerate(keys):
+    for index, key in enumerate(keys, start):
         try:
             fernets.append(Fernet(key))
         except (ValueError, TypeError):
@@ -58,13 +68,30 @@ def _configured_fernets() -> list[Fernet]:
 
 
 @cache
-def key_ring() -> MultiFernet:
-    fernets = _configured_fernets()
+def _fernets() -> tuple[Fernet, ...]:
+    fernets = fernets_from(get_settings().encryption_keys)
     if not fernets:
         # Django itself refuses to run with an empty SECRET_KEY, so there is always one.
         secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
         fernets = [Fernet(_derive(secret)) for secret in secrets]
-    return MultiFernet(fernets)
+    return tuple(fernets)
+
+
+@cache
+def key_ring() -> MultiFernet:
+    return MultiFernet(list(_fernets()))
+
+
+def is_current(token: str) -> bool:
+    """Is ``token`` encrypted under the newest key (the one :func:`encrypt` uses)?
+
+    False for a token only an older key decrypts -- and for one no key decrypts.
+    """
+    try:
+        _fernets()[0].decrypt(_token_bytes(token))
+    except InvalidToken:
+        return False
+    return True
 
 
 def encrypt(plaintext: bytes) -> str:
@@ -92,4 +119,5 @@ def rotate(token: str) -> str:
 @receiver(setting_changed)
 def _reset_on_setting_changed(*, setting: str, **kwargs: object) -> None:
     if setting in WATCHED_SETTINGS:
+        _fernets.cache_clear()
         key_ring.cache_clear()

@@ -17,9 +17,12 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.expressions import Expression
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
+from .exceptions import TenantMailConfigurationError
 from .masking import SecretDict, masked
 
 #: Every Fernet token starts with version byte 0x80, i.e. "gAAAAA" in url-safe base64.
@@ -27,11 +30,17 @@ FERNET_PREFIX = "gAAAAA"
 
 
 class UndecryptableOptions(SecretDict):
-    """Stand-in for options whose ciphertext no key on the ring can decrypt."""
+    """Stand-in for options whose ciphertext no key on the ring can decrypt.
 
-    def __init__(self, token: str) -> None:
+    ``key_error`` is set when the key ring itself is unusable (a malformed
+    ``ENCRYPTION_KEYS`` entry): loading a tenant must still work -- every page of the site loads
+    tenants -- so the error waits for the send, the checks and ``tenantmail_check``.
+    """
+
+    def __init__(self, token: str, key_error: TenantMailConfigurationError | None = None) -> None:
         super().__init__()
         self.token = token
+        self.key_error = key_error
 
     def __repr__(self) -> str:
         return "UndecryptableOptions(<no configured key decrypts this value>)"
@@ -44,6 +53,8 @@ def _decode(token: str) -> Any:
         plaintext = crypto.decrypt(token)
     except crypto.InvalidToken:
         return UndecryptableOptions(token)
+    except TenantMailConfigurationError as error:
+        return UndecryptableOptions(token, key_error=error)
     value = json.loads(plaintext)
     return SecretDict(value) if isinstance(value, dict) else value
 
@@ -120,6 +131,7 @@ class EncryptedJSONField(models.TextField):  # type: ignore[type-arg]
             )
         return SecretDict(decoded)
 
+    @method_decorator(sensitive_variables())
     def get_prep_value(self, value: Any) -> Any:
         if value is None:
             return None

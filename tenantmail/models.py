@@ -6,13 +6,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .exceptions import TenantMailConfigurationError
 from .fields import EncryptedJSONField
+from .masking import PUBLIC_OPTION_NAMES, SecretDict
+
+#: Options that say *where* the stored secrets are sent. Changing one of them while keeping a
+#: stored secret would hand that secret to whoever chose the new destination.
+ENDPOINT_OPTIONS = frozenset({"api_url", "host", "port", "client_params", "session_params"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,114 @@ class TenantMailMixin(models.Model):
 
     class Meta:
         abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # ORM writes skip clean(); this one rule is about who may aim a secret, so it holds there
+        # too. (QuerySet.update() bypasses the model entirely -- see README.)
+        error = self._moved_secrets_error()
+        if error is not None:
+            raise error
+        super().save(*args, **kwargs)
+        self._remember_mail_endpoint()
+
+    # -- validation: the rules a send applies, all problems at once ----------------------------
+
+    def clean(self) -> None:
+        """Refuse what a send would refuse (see :mod:`tenantmail.diagnosis`), every problem at
+        once, and a new destination for a kept secret (see :meth:`confirm_mail_endpoint_change`).
+        """
+        super().clean()
+        if getattr(self, "_tenantmail_form_validated", False):
+            return  # TenantMailForm already ran the same rules on what it is about to save
+        from .diagnosis import tenant_problems  # the resolver imports this module
+
+        errors: dict[str, list[str]] = {}
+        moved = self._moved_secrets_error()
+        if moved is not None:
+            errors.setdefault(self._field_for("mail_options"), []).append(str(moved))
+        schema = str(getattr(self, "schema_name", "") or "new tenant")
+        for problem in tenant_problems(schema, self.get_mail_config()):
+            errors.setdefault(self._field_for(problem.setting), []).append(str(problem))
+        if errors:
+            raise ValidationError(errors)
+
+    def full_clean(self, exclude: Any = None, *args: Any, **kwargs: Any) -> None:
+        # A ModelForm excludes the fields it does not show, and refuses errors keyed by them.
+        self._tenantmail_exclude = frozenset(exclude or ())
+        try:
+            super().full_clean(exclude, *args, **kwargs)
+        finally:
+            del self._tenantmail_exclude
+
+    def _field_for(self, setting: str | None) -> str:
+        names = {f.name for f in self._meta.get_fields()}
+        excluded: frozenset[str] = getattr(self, "_tenantmail_exclude", frozenset())
+        return setting if setting in names and setting not in excluded else NON_FIELD_ERRORS
+
+    # -- where the stored secrets go -------------------------------------------------------------
+
+    @classmethod
+    def from_db(
+        cls, db: str | None, field_names: Any, values: Any, *args: Any, **kwargs: Any
+    ) -> Self:
+        instance = super().from_db(db, field_names, values, *args, **kwargs)
+        instance._remember_mail_endpoint()
+        return instance
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        self._remember_mail_endpoint()
+
+    def _remember_mail_endpoint(self) -> None:
+        self._tenantmail_confirmed = False
+        if "mail_options" not in self.__dict__:  # deferred: never loaded, so never at risk
+            self._tenantmail_loaded: Mapping[str, Any] | None = None
+            return
+        options = self.mail_options
+        self._tenantmail_loaded = SecretDict(options) if isinstance(options, Mapping) else None
+
+    def confirm_mail_endpoint_change(self) -> None:
+        """Let the next ``save()`` send the stored secrets to a changed ``api_url``/host/port.
+
+        Only for code that knows the new destination is the secret's owner's (a region move by
+        the platform, say). A tenant-facing form must make the person re-enter the secret
+        instead: :class:`~tenantmail.admin.TenantMailForm` does.
+        """
+        self._tenantmail_confirmed = True
+
+    def _moved_secrets_error(self) -> TenantMailConfigurationError | None:
+        loaded = getattr(self, "_tenantmail_loaded", None)
+        if loaded is None or getattr(self, "_tenantmail_confirmed", False):
+            return None
+        if "mail_options" not in self.__dict__:
+            return None
+        old = loaded
+        options = self.mail_options
+        if not isinstance(options, Mapping):
+            return None
+        # A new backend alone sends to that ESP's own, fixed endpoint: not a destination a
+        # tenant chooses, so only the endpoint options count.
+        # Removing one sends nowhere new (the send then refuses the config or uses the ESP's own).
+        changed = sorted(
+            n for n in ENDPOINT_OPTIONS if options.get(n) not in (None, "", old.get(n))
+        )
+        kept = sorted(
+            name
+            for name, value in options.items()
+            if name not in PUBLIC_OPTION_NAMES
+            and name not in ENDPOINT_OPTIONS
+            and value not in (None, "")
+            and old.get(name) == value
+        )
+        if not changed or not kept:
+            return None
+        return TenantMailConfigurationError(
+            f"{', '.join(changed)} changed, which changes where the stored "
+            f"{', '.join(kept)} is sent; enter {', '.join(kept)} again with the new destination "
+            "(or call confirm_mail_endpoint_change() when the platform itself moves it)",
+            tenant=str(getattr(self, "schema_name", "") or "new tenant"),
+            setting="mail_options",
+        )
 
     def get_mail_config(self) -> TenantMailSource:
         """Override to compute the tenant's mail settings some other way (e.g. from a plan).

@@ -53,11 +53,36 @@ def test_e001_malformed_setting(value: Any, setting: str) -> None:
     with malformed_tenantmail(value):
         messages = check_settings()
         assert messages == run_checks(tags=["tenantmail"])
-    # One error, and no other check runs on settings that do not parse.
+    # One error: the other checks run on the rest, and find nothing more.
     (error,) = messages
     assert isinstance(error, Error)
     assert error.id == "tenantmail.E001"
     assert error.msg.startswith(f"{setting}: ")
+
+
+def test_every_settings_problem_is_reported_in_one_run(settings: Any) -> None:
+    # Observed: the first malformed key hid every other problem until it was fixed.
+    good = settings.TENANTMAIL["ENCRYPTION_KEYS"][0]
+    with malformed_tenantmail(
+        {
+            "MISSING_CONFIG": "sometimes",
+            "METADATA_KEY": "",
+            "MAX_CONNECTIONS": 0,
+            "ENCRYPTION_KEYS": ["bad-key-one", good, "bad-key-two"],
+            "DEFAULT": {"BACKEND": TENANT_BACKEND},
+        }
+    ):
+        messages = check_settings()
+    found = [(m.id, m.msg.split(":")[0]) for m in messages]
+    assert found == [
+        ("tenantmail.E001", 'TENANTMAIL["MISSING_CONFIG"]'),
+        ("tenantmail.E001", 'TENANTMAIL["MAX_CONNECTIONS"]'),
+        ("tenantmail.E001", 'TENANTMAIL["METADATA_KEY"]'),
+        ("tenantmail.E002", 'TENANTMAIL["ENCRYPTION_KEYS"][0]'),
+        ("tenantmail.E002", 'TENANTMAIL["ENCRYPTION_KEYS"][2]'),
+        ("tenantmail.E003", 'TENANTMAIL["DEFAULT"]'),
+    ]
+    assert not any("bad-key" in m.msg for m in messages)
 
 
 # -- E002 ----------------------------------------------------------------------------------

@@ -150,8 +150,10 @@ def test_key_rotation_reencrypts_every_row_under_the_new_key(
     out = StringIO()
     call_command("tenantmail_reencrypt", stdout=out)
     assert out.getvalue() == (
-        f"re-encrypted mail_options of {tokens} tenant(s).\n"
-        f"re-encrypted mail_webhook_secrets of {tokens} tenant(s).\n"
+        f"re-encrypted mail_options of {tokens} tenant(s) still on an old key; "
+        "0 already on the newest key.\n"
+        f"re-encrypted mail_webhook_secrets of {tokens} tenant(s) still on an old key; "
+        "0 already on the newest key.\n"
     )
     assert ACME_KEY not in out.getvalue()
 
@@ -196,8 +198,10 @@ def test_reencrypt_dry_run_writes_nothing(tenants: Tenants, settings: Any) -> No
     out = StringIO()
     call_command("tenantmail_reencrypt", "--dry-run", stdout=out)
     assert out.getvalue() == (
-        f"would re-encrypt mail_options of {tokens} tenant(s).\n"
-        f"would re-encrypt mail_webhook_secrets of {tokens} tenant(s).\n"
+        f"would re-encrypt mail_options of {tokens} tenant(s) still on an old key; "
+        "0 already on the newest key.\n"
+        f"would re-encrypt mail_webhook_secrets of {tokens} tenant(s) still on an old key; "
+        "0 already on the newest key.\n"
     )
     assert all_raw_options() == before
 
@@ -208,7 +212,10 @@ def test_reencrypt_skips_empty_columns(tenants: Tenants, settings: Any) -> None:
     use_keys(settings, generate_key(), TEST_KEY)
     out = StringIO()
     call_command("tenantmail_reencrypt", stdout=out)
-    assert out.getvalue().splitlines()[0] == f"re-encrypted mail_options of {tokens - 1} tenant(s)."
+    assert out.getvalue().splitlines()[0] == (
+        f"re-encrypted mail_options of {tokens - 1} tenant(s) still on an old key; "
+        "0 already on the newest key."
+    )
     assert raw_options("initech") == ""
 
 
@@ -351,15 +358,30 @@ def test_invalid_key_names_its_position_and_is_not_echoed(
     tenants: Tenants, settings: Any, bad_key: str
 ) -> None:
     use_keys(settings, TEST_KEY, bad_key)
-    # Loading first: a failed save() leaves the test's transaction unusable.
-    for action in (lambda: fresh("acme"), tenants.acme.save):
+    # Loading a tenant -- which every page does, the platform admin's included -- still works ...
+    acme = fresh("acme")
+    assert isinstance(acme.mail_options, UndecryptableOptions)
+    assert [t.schema_name for t in Client.objects.filter(schema_name="acme")] == ["acme"]
+    assert ACME_KEY not in TenantMailForm(instance=acme).as_p()
+    # ... while sending, and writing a new credential, fail naming the entry.
+    errors = []
+    for action in (
+        lambda: mailer(tenant=acme).send_messages([EmailMessage("s", "b", to=["x@example.com"])]),
+        tenants.acme.save,  # last: a failed save() leaves the test's transaction unusable
+    ):
         with pytest.raises(TenantMailConfigurationError) as excinfo:
             action()
-        assert excinfo.value.setting == 'TENANTMAIL["ENCRYPTION_KEYS"][1]'
-        assert str(excinfo.value).startswith('TENANTMAIL["ENCRYPTION_KEYS"][1]: is not a valid')
-        assert bad_key not in str(excinfo.value)
-        assert excinfo.value.__cause__ is None  # the original error quotes the key
-        assert excinfo.value.__suppress_context__
+        errors.append(excinfo.value)
+    send_error, save_error = errors
+    assert str(send_error).startswith("tenant 'acme', mail_options: cannot be decrypted: ")
+    assert send_error.__cause__ is not None
+    assert save_error.setting == 'TENANTMAIL["ENCRYPTION_KEYS"][1]'
+    assert str(save_error).startswith('TENANTMAIL["ENCRYPTION_KEYS"][1]: is not a valid')
+    for error in errors:
+        assert 'TENANTMAIL["ENCRYPTION_KEYS"][1]: is not a valid' in str(error)
+        assert bad_key not in str(error)
+    assert save_error.__cause__ is None  # the original error quotes the key
+    assert save_error.__suppress_context__
 
 
 # -- the form field ------------------------------------------------------------------------
@@ -429,7 +451,13 @@ def test_json_object_replaces_the_stored_options(tenants: Tenants, fake_esp: Fak
     assert fresh("acme").mail_options == new
     assert CANARY_NEW not in raw_options("acme")
 
+    # A plain ModelForm gets the send's rules through the model's clean(): {} lacks mailgun's key.
     form = TenantMailForm(data=post("{}"), instance=fresh("acme"))
+    assert not form.is_valid()
+    assert "needs 'api_key'" in " ".join(form.errors["mail_options"])
+    assert CANARY_NEW not in str(form.errors)
+
+    form = TenantMailForm(data=post("{}", mail_backend=""), instance=fresh("acme"))
     assert form.is_valid(), form.errors
     form.save()
     assert fresh("acme").mail_options == {}

@@ -47,6 +47,7 @@ def message() -> EmailMessage:
 def set_mail(tenant: Client, **fields: Any) -> Client:
     for name, value in fields.items():
         setattr(tenant, name, value)
+    tenant.confirm_mail_endpoint_change()  # test set-up, not a tenant aiming a kept secret
     tenant.save()
     return Client.objects.get(pk=tenant.pk)
 

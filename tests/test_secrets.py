@@ -196,6 +196,7 @@ def test_error_report_for_an_smtp_auth_failure(canary_tenants: Tenants, settings
             "username": "hooli",
             "password": SMTP_CANARY,
         }
+        hooli.confirm_mail_endpoint_change()  # the platform's own test set-up
         hooli.save()
         try:
             mailer(tenant="hooli").send_messages([message()])

@@ -180,6 +180,7 @@ def test_smtp_config_without_host_is_refused_and_nothing_is_sent(
     pool_delta: Callable[[], PoolStats],
 ) -> None:
     tenants.hooli.mail_options = options
+    tenants.hooli.confirm_mail_endpoint_change()  # the platform's own test set-up
     tenants.hooli.save()
 
     for fail_silently in (False, True):

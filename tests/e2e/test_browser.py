@@ -34,10 +34,19 @@ def _wait(driver: Any, condition: Any) -> Any:
 
 def _submit(driver: Any, button: Any) -> None:
     """Click a submit button and wait for the next page to replace this one."""
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import WebDriverException
+
+    def replaced(_driver: Any) -> bool:
+        try:
+            button.is_enabled()
+        except WebDriverException:
+            # Stale -- or, mid-navigation, Chromium's "Node with given id does not belong to the
+            # document", which ec.staleness_of() lets through as an error: the same answer.
+            return True
+        return False
 
     button.click()
-    _wait(driver, ec.staleness_of(button))
+    _wait(driver, replaced)
 
 
 def test_admin_key_change_is_used_by_the_tenant_page_and_shown_masked(
