@@ -37,6 +37,7 @@ def point_hooli_at(tenants: Tenants, server: FakeSMTP) -> None:
         "password": HOOLI_PASSWORD,
         "timeout": 5,
     }
+    tenants.hooli.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.hooli.save()
 
 

@@ -160,6 +160,7 @@ def test_blocking_refuses_a_tenant_esp_on_a_loopback_address_before_sending_anyt
         **tenants.acme.mail_options,
         "api_url": fake_esp.mailgun_api_url.replace("127.0.0.1", host),
     }
+    tenants.acme.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.acme.save()
     for fail_silently in (False, True):
         with pytest.raises(BlockedEndpointError) as raised:
@@ -227,6 +228,7 @@ def test_a_tenant_backend_without_a_network_endpoint_is_built_unchanged(
     }
     tenants.acme.mail_backend = "anymail.backends.test.EmailBackend"
     tenants.acme.mail_options = {}
+    tenants.acme.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.acme.save()
     assert mailer(tenant="acme").send_messages([message()]) == 1
     assert len(mail.outbox) == 1
@@ -238,6 +240,7 @@ def test_blocking_checks_an_smtp_ssl_host_before_the_tls_handshake(
     # fake_smtp speaks no TLS: a handshake first would fail with an SSL error instead.
     block_private(settings)
     tenants.hooli.mail_options = {**tenants.hooli.mail_options, "use_ssl": True}
+    tenants.hooli.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.hooli.save()
     with pytest.raises(BlockedEndpointError):
         mailer(tenant="hooli").send_messages([message()])
@@ -273,6 +276,7 @@ class ScriptedServer:
 
 def point_hooli_at_port(tenants: Tenants, port: int) -> None:
     tenants.hooli.mail_options = {"host": "127.0.0.1", "port": port, "timeout": 5}
+    tenants.hooli.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.hooli.save()
 
 

@@ -75,6 +75,7 @@ def smtp_black_hole(tenants: Tenants, black_hole: tuple[str, int], **extra: Any)
         "password": HOOLI_PASSWORD,
         **extra,
     }
+    tenants.hooli.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.hooli.save()
 
 
@@ -86,6 +87,7 @@ def http_black_hole(tenants: Tenants, black_hole: tuple[str, int], **extra: Any)
         "api_url": f"http://{host}:{port}/v3/",
         **extra,
     }
+    tenants.acme.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.acme.save()
 
 
@@ -140,6 +142,7 @@ def test_a_tenant_timeout_that_is_not_positive_is_a_configuration_error(
     tenants: Tenants, value: float
 ) -> None:
     tenants.hooli.mail_options = {**tenants.hooli.mail_options, "timeout": value}
+    tenants.hooli.confirm_mail_endpoint_change()  # a test moving the endpoint on purpose
     tenants.hooli.save()
     with pytest.raises(TenantMailConfigurationError, match="'timeout'") as raised:
         mailer(tenant="hooli", fail_silently=True).send_messages([message()])

@@ -261,7 +261,14 @@ def test_admin_form_keeps_webhook_secrets_on_blank_and_never_renders_them(
     model_admin = ClientAdmin(Client, admin.AdminSite())
     form_class = model_admin.get_form(RequestFactory().get("/"), acme)
     assert ACME_SIGNING not in form_class(instance=acme).as_p()
-    data = {"name": "Acme", "mail_backend": "mailgun", "mail_webhook_secrets": ""}
+    # What the admin page posts back: the public options as rendered, secrets left blank.
+    data = {
+        "name": "Acme",
+        "mail_backend": "mailgun",
+        "mail_option_api_url": acme.mail_options["api_url"],
+        "mail_option_sender_domain": acme.mail_options["sender_domain"],
+        "mail_webhook_secrets": "",
+    }
     form = form_class(data=data, instance=acme)
     assert form.is_valid(), form.errors
     form.save()

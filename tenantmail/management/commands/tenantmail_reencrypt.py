@@ -26,10 +26,9 @@ from tenantmail.models import TenantMailMixin
 
 
 @dataclass
-class _Outcome:
+class _Counts:
     rotated: int = 0
     current: int = 0
-    changed: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -52,71 +51,75 @@ class Command(BaseCommand):
             raise CommandError(f"{model._meta.label} does not use TenantMailMixin.")
         fields = [f for f in model._meta.concrete_fields if isinstance(f, EncryptedJSONField)]
         alias = get_tenant_database_alias()
-        verbose = int(options.get("verbosity", 1)) >= 2
-        verb = "would re-encrypt" if dry_run else "re-encrypted"
-        failures: list[str] = []
+        # Cast to a plain TextField (reading and comparing) and Value (writing) bypass the
+        # fields' from_db_value/get_prep_value: only raw ciphertext passes through here.
+        raw = {f.name: Cast(f.attname, output_field=models.TextField()) for f in fields}
+        manager = model._default_manager.using(alias)
+        rows = list(
+            manager.annotate(**{f"_{n}": e for n, e in raw.items()}).values(
+                "pk", "schema_name", *(f"_{n}" for n in raw)
+            )
+        )
+        if int(options.get("verbosity", 1)) >= 2:
+            self.stdout.write(f"read {', '.join(raw)} of {len(rows)} tenant(s).")
+        counts = {name: _Counts() for name in raw}
+        changed: list[str] = []
         with transaction.atomic(using=alias):
-            for enc_field in fields:
-                outcome = self._rotate(model, enc_field, alias, dry_run=dry_run, verbose=verbose)
-                self.stdout.write(
-                    f"{verb} {enc_field.name} of {outcome.rotated} tenant(s) still on an old key; "
-                    f"{outcome.current} already on the newest key."
+            for row in rows:
+                new_tokens: dict[str, str] = {}
+                for name in raw:
+                    token = row[f"_{name}"]
+                    if not token:
+                        continue
+                    if crypto.is_current(token):
+                        counts[name].current += 1
+                        continue
+                    try:
+                        new_tokens[name] = crypto.rotate(token)
+                    except crypto.InvalidToken:
+                        counts[name].failed.append(row["schema_name"])
+                if not new_tokens:
+                    continue
+                # Compare-and-set on every column read: a credential saved by another process
+                # since the read above (a tenant rotating a leaked key, say) must win over our
+                # copy of the old one, and the row is then left alone (and not locked) entirely.
+                unchanged = [
+                    Exact(raw[name], Value(row[f"_{name}"], output_field=models.TextField()))
+                    for name in new_tokens
+                ]
+                written = dry_run or manager.filter(*unchanged, pk=row["pk"]).update(
+                    **{
+                        model._meta.get_field(name).attname: Value(
+                            token, output_field=models.TextField()
+                        )
+                        for name, token in new_tokens.items()
+                    }
                 )
-                if outcome.changed:
-                    self.stdout.write(
-                        f"left {len(outcome.changed)} tenant(s) whose {enc_field.name} changed "
-                        f"since it was read: {', '.join(sorted(outcome.changed))}. Run again to "
-                        "check them."
-                    )
-                if outcome.failed:
-                    failures.append(
-                        f"no configured key decrypts {enc_field.name} of "
-                        f"{len(outcome.failed)} tenant(s): {', '.join(sorted(outcome.failed))}."
-                    )
+                if written:
+                    for name in new_tokens:
+                        counts[name].rotated += 1
+                else:
+                    changed.append(row["schema_name"])
+        verb = "would re-encrypt" if dry_run else "re-encrypted"
+        for name, count in counts.items():
+            self.stdout.write(
+                f"{verb} {name} of {count.rotated} tenant(s) still on an old key; "
+                f"{count.current} already on the newest key."
+            )
+        if changed:
+            self.stdout.write(
+                f"left {len(changed)} tenant(s) whose mail settings changed since they were "
+                f"read: {', '.join(sorted(changed))}. Run again to check them."
+            )
+        failures = [
+            f"no configured key decrypts {name} of {len(count.failed)} tenant(s): "
+            f"{', '.join(sorted(count.failed))}."
+            for name, count in counts.items()
+            if count.failed
+        ]
         if failures:
             raise CommandError(
                 " ".join(failures)
                 + ' Add the key they were encrypted with to TENANTMAIL["ENCRYPTION_KEYS"] '
                 "(after the new one) and run again."
             )
-
-    def _rotate(
-        self, model: Any, enc_field: Any, alias: str, *, dry_run: bool, verbose: bool
-    ) -> _Outcome:
-        # Cast to a plain TextField (reading and comparing) and Value (writing) bypass the field's
-        # from_db_value/get_prep_value: only raw ciphertext passes through here.
-        raw = Cast(enc_field.attname, output_field=models.TextField())
-        rows = list(
-            model._default_manager.using(alias)
-            .annotate(token=raw)
-            .values_list("pk", "schema_name", "token")
-        )
-        if verbose:
-            self.stdout.write(f"read {enc_field.name} of {len(rows)} tenant(s).")
-        outcome = _Outcome()
-        for pk, schema_name, token in rows:
-            if not token:
-                continue
-            if crypto.is_current(token):
-                outcome.current += 1
-                continue
-            try:
-                new_token = crypto.rotate(token)
-            except crypto.InvalidToken:
-                outcome.failed.append(schema_name)
-                continue
-            if dry_run:
-                outcome.rotated += 1
-                continue
-            # Compare-and-set: a credential saved by another process since the read above (a
-            # tenant rotating a leaked key, say) must win over our copy of the old one.
-            written = (
-                model._default_manager.using(alias)
-                .filter(Exact(raw, Value(token, output_field=models.TextField())), pk=pk)
-                .update(**{enc_field.attname: Value(new_token, output_field=models.TextField())})
-            )
-            if written:
-                outcome.rotated += 1
-            else:
-                outcome.changed.append(schema_name)
-        return outcome
