@@ -28,6 +28,7 @@ from .conf import (
     expand_backend,
     get_settings,
 )
+from .defaults import freeze
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .masking import SecretDict, masked
@@ -245,7 +246,9 @@ def _resolve(
     own_account = False
     alias: str | None = None
     if source is not None and active is not None and schema is not None:
-        defaults = check_defaults(source.defaults, schema)
+        # Frozen copy: the instance's own dict, edited in place and unsaved, must not reach
+        # later sends through this memoized config without being validated again.
+        defaults = freeze(check_defaults(source.defaults, schema))
         if source.backend:
             backend, options = _tenant_account(source, schema, s)
             own_account = True
