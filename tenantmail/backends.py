@@ -63,7 +63,12 @@ class TenantBackend(BaseEmailBackend):
 
     def resolve(self) -> MailConfig:
         """The config the next send would use (handy in shells and tests)."""
-        return resolve(current_tenant(self.tenant), self.overrides)
+        try:
+            return resolve(current_tenant(self.tenant), self.overrides)
+        except BaseException as exc:
+            # Resolution's frames hold the decrypted options (and the cache key made of them).
+            scrub_error(exc, sys._getframe(), {})
+            raise
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:

@@ -25,10 +25,6 @@ from django.core.mail import EmailMessage
 from requests import PreparedRequest, RequestException, Response
 from requests.structures import CaseInsensitiveDict
 
-#: How far up a frame's callers to look for the send boundary (Anymail + requests + urllib3 +
-#: http.client nest ~25 deep; the limit only bounds the walk for unrelated frames).
-_MAX_DEPTH = 200
-
 
 def _safe_url(url: str | None) -> str | None:
     # Credentials can ride in the URL too: user:password@host (requests keeps it there) or a
@@ -48,6 +44,7 @@ def scrub_request(request: PreparedRequest) -> None:
 
 
 def scrub_response(response: Response) -> None:
+    _detach(response)
     if response.request is not None:
         scrub_request(response.request)
     response.url = _safe_url(response.url)  # type: ignore[assignment]
@@ -69,8 +66,10 @@ def scrub_error(
     boundary: FrameType,
     originals: Mapping[int, EmailMessage],
 ) -> None:
-    """Scrub ``error`` and every exception chained to it, raised below ``boundary``.
+    """Scrub ``error`` (caught in the frame ``boundary``) and the exceptions chained to it.
 
+    Only exceptions raised at or below ``boundary`` are touched: one the caller was already
+    handling when it sent (and so the ``__context__`` of ours) keeps its attributes and locals.
     ``originals`` maps ``id()`` of each copy we sent to the caller's message, so an error's
     ``email_message`` is the object the caller passed (as with a plain Anymail backend) and not
     a copy carrying the tenant's defaults.
@@ -79,7 +78,7 @@ def scrub_error(
     seen: set[int] = set()
     while pending:
         exc = pending.pop()
-        if id(exc) in seen:
+        if id(exc) in seen or not _raised_below(exc, boundary):
             continue
         seen.add(id(exc))
         _scrub_attributes(exc, originals)
@@ -99,11 +98,24 @@ def _scrub_attributes(exc: BaseException, originals: Mapping[int, EmailMessage])
     response = getattr(exc, "response", None)
     if isinstance(response, Response):
         scrub_response(response)
-    if isinstance(exc, RequestException):  # requests' own, and Anymail's API errors
-        if isinstance(exc.request, PreparedRequest):
-            scrub_request(exc.request)
-        elif exc.request is not None:
-            exc.request = None  # an unprepared requests.Request: headers, auth, data
+    # requests' own errors, and Anymail's API errors (which are requests.HTTPErrors too).
+    if isinstance(exc, RequestException) and isinstance(exc.request, PreparedRequest):
+        scrub_request(exc.request)
+
+
+def _detach(response: Response) -> None:
+    """Cut the response loose from the connection it came on: the caller gets plain data.
+
+    Its body is read first (an error response's is still unread: Anymail raises before reading
+    it, and the error's message quotes it). urllib3 2 closes a pool's sockets only when the pool
+    is garbage: while anything (a log record, an error page, a retry queue, a status kept on a
+    message) held ``raw``, the socket of a discarded backend would stay open.
+    """
+    try:
+        _ = response.content
+    except Exception:  # a body that cannot be read is not worth an error of its own
+        response.close()
+    response.raw = None
 
 
 def _clear_locals_below(tb: TracebackType | None, boundary: FrameType) -> None:
@@ -115,11 +127,18 @@ def _clear_locals_below(tb: TracebackType | None, boundary: FrameType) -> None:
         tb = tb.tb_next
 
 
+def _raised_below(exc: BaseException, boundary: FrameType) -> bool:
+    tb = exc.__traceback__
+    if tb is None:  # made (never raised) inside the send, e.g. to be a __cause__
+        return True
+    return tb.tb_frame is boundary or _called_from(tb.tb_frame, boundary)
+
+
 def _called_from(frame: FrameType, boundary: FrameType) -> bool:
+    # A finished frame keeps its caller (f_back), so this tells frames of the inner send from
+    # those of an exception the caller was already handling (a __context__ from outside).
     caller = frame.f_back
-    for _ in range(_MAX_DEPTH):
-        if caller is None:
-            return False
+    while caller is not None:
         if caller is boundary:
             return True
         caller = caller.f_back

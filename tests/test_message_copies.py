@@ -293,3 +293,30 @@ def test_messages_without_defaults_to_apply_are_sent_as_they_are(
     mailer(tenant=tenants.initech).send_messages([initech_msg])  # no defaults, no trace
     assert mail.outbox[0] is platform_msg
     assert mail.outbox[1] is initech_msg
+
+
+class CopyingMessage(EmailMessage):
+    """A message class with its own idea of copying, which our copies must respect."""
+
+    copies = 0
+
+    def __copy__(self) -> CopyingMessage:
+        type(self).copies += 1
+        clone = CopyingMessage.__new__(CopyingMessage)
+        clone.__dict__.update(self.__dict__)
+        clone.copied = True  # type: ignore[attr-defined]
+        return clone
+
+
+def test_a_message_class_that_customises_copying_is_copied_its_way(
+    tenants: Tenants, fake_esp: FakeESP
+) -> None:
+    acme = with_defaults(tenants.acme, ACME_DEFAULTS)
+    msg = CopyingMessage("custom", "body", to=["customer@example.com"])
+    copies_before = CopyingMessage.copies
+    assert mailer(tenant=acme).send_messages([msg]) == 1
+    assert CopyingMessage.copies == copies_before + 1
+    (received,) = fake_esp.wait_for(1)
+    assert received.from_email == "hello@acme.example"
+    assert msg.from_email == PLATFORM_FROM
+    assert msg.copied is True  # type: ignore[attr-defined] - what the send added comes back

@@ -23,6 +23,7 @@ from requests import Response
 from tenantmail import mailer
 from tenantmail.testing import FakeESP
 from tests.conftest import Tenants
+from tests.test_pool import wait_until
 
 pytestmark = [
     pytest.mark.django_db,
@@ -165,3 +166,17 @@ def test_credentials_in_the_endpoint_url_are_scrubbed(tenants: Tenants, fake_esp
     response = msg.anymail_status.esp_response  # type: ignore[attr-defined]
     assert response.url.startswith(fake_esp.base_url)
     assert "?" not in response.request.url
+
+
+def test_a_kept_error_does_not_keep_the_discarded_connection_open(
+    esp_tenant: str, fake_esp: FakeESP
+) -> None:
+    # urllib3 closes a pool's sockets only once the pool is garbage; an error held somewhere
+    # (a log record, a retry queue) must not hold the discarded backend's socket open.
+    fake_esp.fail_next(500)
+    with pytest.raises(AnymailRequestsAPIError) as raised:
+        mailer(tenant="acme").send_messages([message()])
+    kept = [raised.value]
+    wait_until(lambda: fake_esp.open_connections == 0)
+    assert "injected failure" in str(kept[0])  # the body is still quoted
+    assert kept[0].response.status_code == 500
