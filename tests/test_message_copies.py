@@ -320,3 +320,34 @@ def test_a_message_class_that_customises_copying_is_copied_its_way(
     assert received.from_email == "hello@acme.example"
     assert msg.from_email == PLATFORM_FROM
     assert msg.copied is True  # type: ignore[attr-defined] - what the send added comes back
+
+
+def test_a_changed_default_from_email_setting_is_seen_by_the_next_send(
+    tenants: Tenants, fake_esp: FakeESP, settings: Any
+) -> None:
+    acme = with_defaults(tenants.acme, {"from_email": "hello@acme.example"})
+    mailer(tenant=acme).send_messages([message("before")])
+    settings.DEFAULT_FROM_EMAIL = "noreply@saas.example"
+    # Django fills in the new DEFAULT_FROM_EMAIL: it still counts as unset.
+    mailer(tenant=acme).send_messages([message("after")])
+    explicit = message("explicit", from_email=PLATFORM_FROM)  # now an explicit choice
+    mailer(tenant=acme).send_messages([explicit])
+    before, after, chosen = fake_esp.wait_for(3)
+    assert before.from_email == after.from_email == "hello@acme.example"
+    assert chosen.from_email == PLATFORM_FROM
+
+
+def test_empty_tag_and_esp_extra_defaults_change_nothing(tenants: Tenants, settings: Any) -> None:
+    settings.TENANTMAIL = {
+        **settings.TENANTMAIL,
+        "ALLOWED_BACKENDS": ["mailgun", "postmark", TEST_BACKEND],
+        "METADATA_KEY": None,
+    }
+    acme = tenants.acme
+    acme.mail_backend = TEST_BACKEND
+    acme.mail_options = {}
+    acme = with_defaults(acme, {"tags": [], "esp_extra": {}})
+    mail.outbox = []
+    msg = message()
+    assert mailer(tenant=acme).send_messages([msg]) == 1
+    assert mail.outbox == [msg]  # nothing to apply: sent as it is, not copied
