@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,11 +19,12 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import signals
 from .config import MailConfig, resolve
-from .defaults import apply_defaults, undo_defaults
+from .defaults import Copied, hand_back, prepare
 from .factory import build_backend
 from .invalidation import forget_tenant
 from .platform_mail import split_server_mail
 from .pool import get_pool
+from .scrub import scrub_error, scrub_statuses
 from .tenancy import TenantLike, current_tenant
 from .webhooks.suppression import enforce as enforce_suppression
 
@@ -63,7 +65,12 @@ class TenantBackend(BaseEmailBackend):
 
     def resolve(self) -> MailConfig:
         """The config the next send would use (handy in shells and tests)."""
-        return resolve(current_tenant(self.tenant), self.overrides)
+        try:
+            return resolve(current_tenant(self.tenant), self.overrides)
+        except BaseException as exc:
+            # Resolution's frames hold the decrypted options (and the cache key made of them).
+            scrub_error(exc, sys._getframe(), {})
+            raise
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
@@ -136,25 +143,34 @@ class TenantBackend(BaseEmailBackend):
 
 # Hides every local variable of this frame *and of every frame it calls* (Anymail's request
 # params, requests' auth headers, an SMTP password) from Django's error reports and the mail
-# AdminEmailHandler sends; our own frames above only hold masked objects.
+# AdminEmailHandler sends; our own frames above only hold masked objects. (With DEBUG on Django
+# ignores this, so scrub_error also clears those frames' locals before the error leaves.)
 @sensitive_variables()
 def _deliver(config: MailConfig, messages: Sequence[EmailMessage]) -> int:
-    pool = get_pool()
-    # Opening (an SMTP connect, say) is part of sending: its errors are annotated and honour
-    # fail_silently like any other send error.
-    conn = pool.checkout(config.pool_key, lambda: build_backend(config))
-    undos = []
+    copied: list[Copied] = []
+    outgoing: Sequence[EmailMessage] = messages
     try:
-        undos = apply_defaults(messages, config)
-        sent = conn.backend.send_messages(messages) or 0
-    except BaseException:
-        pool.checkin(conn, discard=True)
+        # Before checkout: a message that cannot take the defaults costs no connection.
+        outgoing, copied = prepare(messages, config)
+        pool = get_pool()
+        # Opening (an SMTP connect, say) is part of sending: its errors are annotated and
+        # honour fail_silently like any other send error.
+        conn = pool.checkout(config.pool_key, lambda: build_backend(config))
+        try:
+            sent = conn.backend.send_messages(outgoing) or 0
+        except BaseException:
+            pool.checkin(conn, discard=True)
+            raise
+        pool.checkin(conn)
+        return int(sent)
+    except BaseException as exc:
+        scrub_error(exc, sys._getframe(), {id(clone): original for original, clone, _ in copied})
         raise
     finally:
-        if undos:
-            undo_defaults(messages, undos)
-    pool.checkin(conn)
-    return int(sent)
+        # Statuses first: hand_back shares the (now scrubbed) status objects with the caller.
+        scrub_statuses(outgoing)
+        if copied:
+            hand_back(copied)
 
 
 def _is_auth_failure(exc: BaseException) -> bool:

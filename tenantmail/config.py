@@ -29,6 +29,7 @@ from .conf import (
     expand_backend,
     get_settings,
 )
+from .defaults import freeze
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .isolation import ISOLATING_DEFAULTS as ISOLATING_DEFAULTS  # re-exported: moved there
@@ -252,7 +253,9 @@ def _resolve(
     own_account = False
     alias: str | None = None
     if source is not None and active is not None and schema is not None:
-        defaults = check_defaults(source.defaults, schema)
+        # Frozen copy: the instance's own dict, edited in place and unsaved, must not reach
+        # later sends through this memoized config without being validated again.
+        defaults = freeze(check_defaults(source.defaults, schema))
         if source.backend:
             backend, options = _tenant_account(source, schema, s)
             own_account = True

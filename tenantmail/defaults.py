@@ -1,27 +1,64 @@
-"""Applying a tenant's message defaults for the duration of one send.
+"""A tenant's message defaults, applied to *copies* of the caller's messages.
 
 Defaults never overwrite what the message set (a ``from_email`` Django filled in from
 ``DEFAULT_FROM_EMAIL`` counts as unset), and every tenant message carries the tenant's schema in
-Anymail ``metadata`` so ESP events can be traced back to it. The changes are undone after the
-send: a message object re-sent for another tenant must not keep the first tenant's sender.
-Platform mail (no tenant) is not touched at all.
+Anymail ``metadata`` so ESP events can be traced back to it.
+
+The caller's message objects are never changed by a default: each message that needs one is
+sent as a shallow copy that gets *new* containers for the attributes we set, so neither an
+exception halfway through a batch nor the same object sent for two tenants at once can leave one
+send's sender, headers or trace on another (undoing changes in place could do neither). After the
+send, :func:`hand_back` gives each original what a plain Anymail backend would have left on it
+(``anymail_status``, the test backend's ``anymail_test_params``, anything a ``pre_send`` receiver
+set) -- except the attributes the defaults own. Platform mail (no tenant) is sent as it is.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
 
 from anymail.utils import UNSET
 from django.conf import settings
 from django.core.mail import EmailMessage
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from .conf import get_settings
-from .config import MailConfig
+
+if TYPE_CHECKING:
+    from .config import MailConfig
 
 _MISSING: Final = object()
 
-Undo = list[tuple[str, object]]
+#: A message we sent as a copy: (the caller's original, the copy, attributes the defaults set).
+Copied = tuple[EmailMessage, EmailMessage, dict[str, object]]
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of validated JSON data (dicts become mapping proxies, lists tuples).
+
+    A memoized :class:`MailConfig` holds its defaults this way, so neither the tenant instance it
+    was read from (edited in place, unsaved) nor any code holding the config can change what a
+    later send applies without going through validation again.
+    """
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    # The message gets plain, fresh containers: ESP payloads merge and JSON-encode them.
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
 
 
 def _current(message: EmailMessage, attr: str) -> Any:
@@ -29,63 +66,119 @@ def _current(message: EmailMessage, attr: str) -> Any:
     return None if value is UNSET else value
 
 
-def _set(message: EmailMessage, attr: str, value: object, undo: Undo) -> None:
-    undo.append((attr, message.__dict__.get(attr, _MISSING)))
-    setattr(message, attr, value)
+@functools.cache
+def _platform_from() -> str:
+    # Read once: Django's LazySettings costs ~0.5 us per attribute, on every message.
+    return str(settings.DEFAULT_FROM_EMAIL)
 
 
-def _apply(message: EmailMessage, defaults: Mapping[str, Any], tenant_meta: dict[str, str]) -> Undo:
-    undo: Undo = []
-    from_email = defaults.get("from_email")
-    if from_email and message.from_email in (None, "", settings.DEFAULT_FROM_EMAIL):
-        _set(message, "from_email", from_email, undo)
-    reply_to = defaults.get("reply_to")
-    if reply_to and not message.reply_to:
-        _set(message, "reply_to", [reply_to] if isinstance(reply_to, str) else list(reply_to), undo)
-    headers = defaults.get("headers")
-    if headers:
-        present = {name.lower() for name in message.extra_headers}
-        extra = {k: v for k, v in headers.items() if k.lower() not in present}
-        if extra:
-            _set(message, "extra_headers", {**extra, **message.extra_headers}, undo)
-    tags = defaults.get("tags")
-    if tags:
-        mine = list(_current(message, "tags") or [])
-        _set(message, "tags", mine + [t for t in tags if t not in mine], undo)
-    metadata = {**defaults.get("metadata", {}), **(_current(message, "metadata") or {})}
+@receiver(setting_changed)
+def _forget_platform_from(*, setting: str, **kwargs: object) -> None:
+    if setting == "DEFAULT_FROM_EMAIL":
+        _platform_from.cache_clear()
+
+
+def _changes(
+    message: EmailMessage, defaults: Mapping[str, Any], tenant_meta: Mapping[str, str]
+) -> dict[str, object]:
+    """The attributes to set on this message's copy; each value is a new object."""
+    changes: dict[str, object] = {}
+    default_meta: Any = None
+    # One pass over the (few) defaults the tenant set, rather than a lookup per known key.
+    for name, value in defaults.items():
+        if name == "from_email":
+            if value and message.from_email in (None, "", _platform_from()):
+                changes["from_email"] = value
+        elif name == "metadata":
+            default_meta = value
+        elif name == "reply_to":
+            if value and not message.reply_to:
+                changes["reply_to"] = [value] if isinstance(value, str) else list(value)
+        elif name == "headers":
+            present = {header.lower() for header in message.extra_headers}
+            extra = {k: v for k, v in value.items() if k.lower() not in present}
+            if extra:
+                changes["extra_headers"] = {**extra, **message.extra_headers}
+        elif name == "tags":
+            if value:
+                mine = list(_current(message, "tags") or [])
+                changes["tags"] = mine + [t for t in value if t not in mine]
+        elif name == "esp_extra":
+            if value:
+                changes["esp_extra"] = {**_thaw(value), **(_current(message, "esp_extra") or {})}
+        elif name in ("track_opens", "track_clicks") and _current(message, name) is None:
+            changes[name] = value
+    metadata = {
+        **(_thaw(default_meta) if default_meta else {}),
+        **(_current(message, "metadata") or {}),
+    }
     metadata.update(tenant_meta)  # the trace always wins: events are routed back by it
     if metadata:
-        _set(message, "metadata", metadata, undo)
-    esp_extra = defaults.get("esp_extra")
-    if esp_extra:
-        _set(message, "esp_extra", {**esp_extra, **(_current(message, "esp_extra") or {})}, undo)
-    for flag in ("track_opens", "track_clicks"):
-        if flag in defaults and _current(message, flag) is None:
-            _set(message, flag, defaults[flag], undo)
-    return undo
+        changes["metadata"] = metadata
+    return changes
 
 
-def _undo(message: EmailMessage, undo: Undo) -> None:
-    for attr, old in reversed(undo):
-        if old is _MISSING:
-            message.__dict__.pop(attr, None)
-        else:
-            setattr(message, attr, old)
+def _copy(message: EmailMessage, changes: Mapping[str, object]) -> EmailMessage:
+    """A shallow copy of ``message`` with ``changes`` set; it shares every other container."""
+    cls = type(message)
+    plain = _PLAIN_CLASSES.get(cls)
+    if plain is None:
+        # copy.copy costs ~5x more: only classes that customise copying or use slots need it.
+        plain = _PLAIN_CLASSES[cls] = not any(
+            "__copy__" in vars(klass)
+            or "__reduce_ex__" in vars(klass)
+            or "__slots__" in vars(klass)
+            for klass in cls.__mro__[:-1]  # everything but object
+        )
+    if plain:
+        copied = cls.__new__(cls)
+        copied.__dict__ = {**message.__dict__, **changes}
+    else:
+        copied = copy.copy(message)
+        copied.__dict__.update(changes)
+    return copied
 
 
-def apply_defaults(messages: Sequence[EmailMessage], config: MailConfig) -> list[Undo]:
-    """Apply ``config``'s defaults and tenant trace; returns what :func:`undo_defaults` needs.
+#: EmailMessage classes -> whether a plain __dict__ copy copies them faithfully.
+_PLAIN_CLASSES: dict[type, bool] = {}
 
-    (Two plain functions rather than a context manager: this runs on every send.)
+
+def prepare(
+    messages: Sequence[EmailMessage], config: MailConfig
+) -> tuple[list[EmailMessage], list[Copied]]:
+    """What to send for ``messages`` under ``config``: copies where defaults apply.
+
+    Returns the batch to hand to the inner backend, and what :func:`hand_back` needs. Everything
+    that can fail (a message attribute of the wrong type, say) runs before anything is sent, and
+    none of it touches the caller's objects.
     """
     if config.tenant is None:
-        return []
+        return list(messages), []
     key = get_settings().metadata_key
     tenant_meta = {key: config.tenant} if key else {}
-    return [_apply(message, config.defaults, tenant_meta) for message in messages]
+    outgoing: list[EmailMessage] = []
+    copied: list[Copied] = []
+    for message in messages:
+        changes = _changes(message, config.defaults, tenant_meta)
+        if changes:
+            clone = _copy(message, changes)
+            copied.append((message, clone, changes))
+            outgoing.append(clone)
+        else:
+            outgoing.append(message)
+    return outgoing, copied
 
 
-def undo_defaults(messages: Sequence[EmailMessage], undos: list[Undo]) -> None:
-    # Reverse order: a message listed twice must end with its *original* attributes.
-    for message, undo in reversed(list(zip(messages, undos, strict=True))):
-        _undo(message, undo)
+def hand_back(copied: Sequence[Copied]) -> None:
+    """Give each original what the send left on its copy, but never a default's value.
+
+    An attribute the send (Anymail, a ``pre_send`` receiver, the test backend) replaced or added
+    on the copy goes back to the original, as it would have with a plain Anymail backend; the
+    attributes the defaults set keep the caller's own values. Runs whether the send succeeded or
+    not: a batch that failed on its 2nd message still reports the 1st one's status.
+    """
+    for original, clone, changes in copied:
+        mine = original.__dict__.get
+        for attr, value in clone.__dict__.items():
+            if value is not mine(attr, _MISSING) and attr not in changes:
+                original.__dict__[attr] = value
