@@ -54,6 +54,7 @@ def esp_fails(status: int) -> Callable[[Tenants, FakeESP], None]:
 def refused(tenants: Tenants, esp: FakeESP) -> None:
     acme = tenants.acme
     acme.mail_options = {**acme.mail_options, "api_url": f"http://127.0.0.1:{closed_port()}/v3"}
+    acme.confirm_mail_endpoint_change()  # moved on purpose
     acme.save()
 
 
@@ -101,6 +102,7 @@ def test_technical_500_page_of_an_smtp_auth_failure(
             "username": "hooli",
             "password": SMTP_CANARY,
         }
+        hooli.confirm_mail_endpoint_change()  # moved on purpose
         hooli.save()
         html, text = debug_pages("hooli")
     for page in (html, text):
@@ -117,6 +119,7 @@ def test_technical_500_page_of_a_configuration_error(
     settings.DEBUG = True
     acme = canary_tenants.acme
     acme.mail_options = {**acme.mail_options, "idna_encoder": "os.system"}
+    acme.confirm_mail_endpoint_change()  # moved on purpose
     acme.save()
     html, text = debug_pages("acme")
     for page in (html, text):

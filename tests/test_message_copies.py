@@ -54,6 +54,7 @@ def message(subject: str = "Hello", **kwargs: Any) -> EmailMessage:
 
 def with_defaults(tenant: Client, defaults: dict[str, Any]) -> Client:
     tenant.mail_defaults = defaults
+    tenant.confirm_mail_endpoint_change()  # moved on purpose
     tenant.save()
     return Client.objects.get(pk=tenant.pk)
 
