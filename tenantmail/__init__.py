@@ -2,16 +2,19 @@
 
 Public API: :class:`tenantmail.backends.TenantBackend`, :func:`mailer`, :func:`sending_as`,
 :class:`tenantmail.models.TenantMailMixin`, :mod:`tenantmail.exceptions`, :mod:`tenantmail.pool`.
+
+Importing the package needs no settings (django-tenants reads its settings when imported, so
+everything that uses it is imported on first use): ``python -m tenantmail.keygen`` runs in a plain
+shell.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .tenancy import sending_as
-
 if TYPE_CHECKING:
     from .backends import TenantBackend
+    from .tenancy import sending_as
 
 __all__ = ["mailer", "sending_as"]
 __version__ = "0.1.0"
@@ -22,3 +25,12 @@ def mailer(tenant: Any = None, **overrides: Any) -> TenantBackend:
     from .backends import TenantBackend
 
     return TenantBackend(tenant=tenant, **overrides)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy (PEP 562) so that `import tenantmail` does not import django-tenants; see above.
+    if name == "sending_as":
+        from .tenancy import sending_as
+
+        return sending_as
+    raise AttributeError(f"module 'tenantmail' has no attribute {name!r}")

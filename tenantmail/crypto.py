@@ -21,15 +21,11 @@ from django.dispatch import receiver
 
 from .conf import WATCHED_SETTINGS, get_settings
 from .exceptions import TenantMailConfigurationError
+from .keygen import generate_key
 
 __all__ = ["InvalidToken", "decrypt", "encrypt", "generate_key", "key_ring", "rotate"]
 
 _HKDF_INFO = b"tenantmail.mail_options"
-
-
-def generate_key() -> str:
-    """A new random key for ``TENANTMAIL["ENCRYPTION_KEYS"]``."""
-    return Fernet.generate_key().decode("ascii")
 
 
 def _derive(secret: str) -> bytes:
@@ -51,7 +47,7 @@ def _configured_fernets() -> list[Fernet]:
             # Never echo the key: say which entry and how to make a good one.
             raise TenantMailConfigurationError(
                 "is not a valid Fernet key (32 url-safe base64-encoded bytes). Generate one with "
-                "`python -c 'from tenantmail.crypto import generate_key; print(generate_key())'`.",
+                "`python -m tenantmail.keygen`.",
                 setting=f'TENANTMAIL["ENCRYPTION_KEYS"][{index}]',
             ) from None
     return fernets
