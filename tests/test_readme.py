@@ -10,6 +10,8 @@ against ``tenantmail.conf``, make targets, extras, classifiers, key generation w
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
 import os
 import re
@@ -71,7 +73,7 @@ def test_block(block: Block, request: pytest.FixtureRequest) -> None:
         _check_not_run(block)
         return
     if not block.applies_to(VERSION):
-        pytest.skip(f"{block.where} is for {block.versions_text()} (make matrix runs it)")
+        pytest.skip(f"{block.where} is for {block.versions_text()}, not Django {VERSION}")
     if block.kind == "run":
         proc = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", block.code],
@@ -300,3 +302,67 @@ def test_get_connection_with_a_backend_path_raises_under_mailers(settings: Any) 
         pytest.raises(RuntimeError, match="not supported with MAILERS"),
     ):
         get_connection("tenantmail.backends.TenantBackend", tenant="acme")
+
+
+def test_every_dotted_name_the_readme_quotes_exists() -> None:
+    quoted = set(re.findall(r"[`\"](tenantmail(?:\.[A-Za-z_]\w*)+)", README_TEXT))
+    names = {n for n in quoted if not re.fullmatch(r"tenantmail\.[EW]\d{3}", n)}
+    assert "tenantmail.backends.TenantBackend" in names
+    missing = []
+    for name in sorted(names):
+        module, _, attr = name, "", ""
+        while True:
+            try:
+                obj: Any = importlib.import_module(module)
+                break
+            except ModuleNotFoundError:
+                module, _, last = module.rpartition(".")
+                attr = f"{last}.{attr}" if attr else last
+        for part in filter(None, attr.split(".")):
+            obj = getattr(obj, part, None)
+        if obj is None:
+            missing.append(name)
+    assert not missing, missing
+
+
+def test_every_check_id_and_command_the_readme_names_exists() -> None:
+    checks_source = (ROOT / "tenantmail" / "checks.py").read_text(encoding="utf-8")
+    for check_id in set(re.findall(r"tenantmail\.[EW]\d{3}", README_TEXT)):
+        assert f'"{check_id}"' in checks_source, check_id
+    commands = ROOT / "tenantmail" / "management" / "commands"
+    for command in set(re.findall(r"manage\.py (\w+)", README_TEXT)):
+        assert (commands / f"{command}.py").exists(), command
+
+
+def test_pool_stats_are_the_ones_the_readme_lists() -> None:
+    from tenantmail import pool
+
+    section = README_TEXT.split("## Observability", 1)[1].split("\n## ", 1)[0]
+    listed = re.search(r"`tenantmail\.pool\.stats\(\)` \(([^)]*)\)", section)
+    assert listed is not None
+    names = {n.strip() for n in listed.group(1).replace("\n", " ").split(",")}
+    assert names == {f.name for f in dataclasses.fields(pool.stats())}
+
+
+def test_the_runner_catches_a_message_with_another_tenants_credential(tenants: Any) -> None:
+    from tenantmail.testing import ReceivedMessage
+    from tests.conftest import ACME_KEY, GLOBEX_TOKEN
+    from tests.readme_runner import PLATFORM_KEY, _foreign_credentials
+
+    def received(credential: str, tenant: str | None) -> ReceivedMessage:
+        metadata = {} if tenant is None else {"tenant": tenant}
+        return ReceivedMessage("mailgun", credential, None, "", [], "", metadata, "", 1, 0.0)
+
+    fine = [
+        received(ACME_KEY, "acme"),
+        received("key-override-1234", "acme"),  # a per-send override is nobody's stored key
+        received(PLATFORM_KEY, "initech"),  # no config of its own: the platform account
+        received(PLATFORM_KEY, None),  # platform mail
+    ]
+    assert _foreign_credentials(fine) == []
+    wrong = [received(GLOBEX_TOKEN, "acme"), received(PLATFORM_KEY, "acme")]
+    problems = _foreign_credentials(wrong)
+    assert len(problems) == 2
+    assert "'globex''s credential" in problems[0]
+    assert "the platform's credential" in problems[1]
+    assert GLOBEX_TOKEN not in " ".join(problems)
