@@ -26,9 +26,14 @@ where the default is not enough; keep the annotated exceptions rare):
     A module of the project's app; its first line is a comment naming the path
     (``# customers/models.py``). Written to disk before ``django.setup()``; migrations for the
     models are made and applied. The tenant and domain models are found in ``models.py``.
+``<!-- readme-test: raises=TenantMailConfigurationError -->``
+    A snippet that shows an error: it must raise that exception (or a subclass).
 ``<!-- readme-test: run -->``
     A ``bash`` block that is cheap and safe: run with ``bash -euo pipefail`` in an empty
     directory, this venv's ``python`` first on ``PATH``, no ``DJANGO_SETTINGS_MODULE``.
+``<!-- readme-test: manage -->``
+    A ``bash`` block of ``python manage.py <command> [args]`` lines, run with ``call_command``
+    in the README project, in order with the snippets; a non-zero exit fails.
 ``<!-- readme-test: not-run: <reason> -->``
     Not executed (a reason is required). Claims in it are still checked: every ``make <target>``
     exists and every ``pip install "…[extras]"`` names extras that exist.
@@ -58,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The harness's own tests point the runner at a synthetic README through this variable.
 README = Path(os.environ.get("TENANTMAIL_README_UNDER_TEST") or ROOT / "README.md")
 
-KINDS = ("snippet", "settings", "app-file", "run", "not-run", "text")
+KINDS = ("snippet", "settings", "app-file", "run", "manage", "not-run", "text")
 
 _FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 _ANNOTATION = re.compile(r"^\s*<!--\s*readme-test:\s*(?P<body>.*?)\s*-->\s*$")
@@ -94,6 +99,7 @@ class Block:
     main: bool = False
     versions: tuple[tuple[str, tuple[int, int]], ...] = ()
     reason: str = ""
+    raises: str = ""
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -164,6 +170,7 @@ def _classify(
     kind = ""
     main = False
     reason = ""
+    raises = ""
     versions: list[tuple[str, tuple[int, int]]] = []
     words = (note or "").split()
     if note is not None and note.startswith("not-run"):
@@ -179,7 +186,9 @@ def _classify(
             versions.append((version.group("op"), bound))
         elif word == "main":
             main = True
-        elif word in ("settings", "app-file", "run") and not kind:
+        elif re.fullmatch(r"raises=[A-Za-z_]\w*", word) and not raises:
+            raises = word.removeprefix("raises=")
+        elif word in ("settings", "app-file", "run", "manage") and not kind:
             kind = word
         else:
             problems.append(f"unknown annotation word {word!r} (see tests/readme_blocks.py)")
@@ -193,14 +202,17 @@ def _classify(
         if kind not in ("snippet", "settings", "app-file", "not-run"):
             problems.append(f"`{kind}` does not apply to a python block")
     elif language == "bash":
-        if kind not in ("run", "not-run"):
+        if kind not in ("run", "manage", "not-run"):
             problems.append(
-                "a bash block must say whether it is run: <!-- readme-test: run --> (cheap and "
-                "safe) or <!-- readme-test: not-run: why -->"
+                "a bash block must say how it is run: <!-- readme-test: run --> (cheap and "
+                "safe), <!-- readme-test: manage --> (manage.py commands, run in the README "
+                "project) or <!-- readme-test: not-run: why -->"
             )
     else:
         problems.append(f"language {language!r} is not one the README test knows")
 
+    if raises and kind != "snippet":
+        problems.append("`raises=` only applies to a python snippet")
     if main and kind != "settings":
         problems.append("`main` only applies to a settings block")
     if kind == "app-file" and not re.fullmatch(r"#\s*\S+/\S+\.py\s*", code.splitlines()[0]):
@@ -222,6 +234,7 @@ def _classify(
         main=main,
         versions=tuple(versions),
         reason=reason,
+        raises=raises,
         problems=tuple(problems),
     )
 
@@ -274,3 +287,22 @@ def pip_extras(code: str) -> set[str]:
         for group in re.findall(r"tenantmail\[([^\]]*)\]", command):
             extras.update(e.strip() for e in group.split(",") if e.strip())
     return extras
+
+
+def manage_commands(code: str) -> list[list[str]]:
+    """``[command, *args]`` for each ``python manage.py …`` line of a ``manage`` block."""
+    import shlex
+
+    commands = []
+    for line in code.splitlines():
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if words[0] in ("python", "python3"):
+            words = words[1:]
+        if not words or words[0] not in ("manage.py", "./manage.py", "django-admin"):
+            raise ReadmeBlockError(f"not a manage.py command: {line!r}")
+        if len(words) < 2:
+            raise ReadmeBlockError(f"no command name in {line!r}")
+        commands.append(words[1:])
+    return commands

@@ -3,10 +3,10 @@
 ``python -m tests.readme_runner RESULTS.json`` (from the repository root; ``tests/test_readme.py``
 starts it): builds a throwaway project from the README's ``settings main`` block for this Django
 version and its ``app-file`` blocks, on a fresh database of the embedded PostgreSQL with
-django-tenants, makes and applies the migrations, then runs every snippet in README order in one
-namespace. ESP API hosts are answered by a loopback ``FakeESP`` (faked at the HTTP transport, the
-network edge; any other host is refused), so nothing leaves the machine. Writes
-``{line: {"status": "passed" | "failed" | "skipped", "detail": ...}}``.
+django-tenants, makes and applies the migrations, then runs every snippet and ``manage`` block in
+README order, the snippets in one namespace. ESP API hosts are answered by a loopback ``FakeESP``
+(faked at the HTTP transport, the network edge; any other host is refused), so nothing leaves the
+machine. Writes ``{line: {"status": "passed" | "failed" | "skipped", "detail": ...}}``.
 
 ``python -m tests.readme_runner RESULTS.json --settings LINE`` checks one additional settings
 block (base + main + that block): ``django.setup()``, system checks, ``TENANTMAIL`` parsed.
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import django
 
-from tests.readme_blocks import Block, load
+from tests.readme_blocks import Block, load, manage_commands
 
 VERSION = (django.VERSION[0], django.VERSION[1])
 PLATFORM_KEY = "key-platform-readme-0000"
@@ -279,29 +279,53 @@ def _foreign_credentials(messages: list[Any]) -> list[str]:
 # -- the run -----------------------------------------------------------------------------
 
 
-def _run_snippets(snippets: list[Block], results: Results, esp: Any) -> None:
+def _manage(block: Block) -> None:
+    from django.core.management import call_command
+
+    for command in manage_commands(block.code):
+        try:
+            call_command(*command)
+        except SystemExit as exit:
+            if exit.code:
+                raise RuntimeError(f"manage.py {' '.join(command)} exited {exit.code}") from exit
+
+
+def _exec(block: Block, namespace: dict[str, Any]) -> None:
+    try:
+        exec(compile(block.code, block.where, "exec"), namespace)  # noqa: S102
+    except Exception as error:
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if block.raises and block.raises in names:
+            return
+        raise
+    if block.raises:
+        raise AssertionError(f"the block should raise {block.raises} and did not")
+
+
+def _run_steps(steps: list[Block], results: Results, esp: Any) -> None:
     namespace: dict[str, Any] = {"__name__": "readme"}
     failed_before: str | None = None
-    for block in snippets:
+    for block in steps:
         seen = len(esp.messages)
         try:
             with _strict_warnings():
-                exec(compile(block.code, block.where, "exec"), namespace)  # noqa: S102
+                if block.kind == "manage":
+                    _manage(block)
+                else:
+                    _exec(block, namespace)
             problems = _check_messages()
             problems += _foreign_credentials(esp.messages[seen:])
         except BaseException as error:
-            detail = _failure(error)
-            if failed_before:
-                detail += f"\n(an earlier block failed too: {failed_before})"
-            results[str(block.line)] = {"status": "failed", "detail": detail}
-            failed_before = failed_before or block.where
-            continue
-        sent = [repr(m) for m in esp.messages[seen:]]
-        if problems:
-            results[str(block.line)] = {"status": "failed", "detail": "\n".join(problems)}
-            failed_before = failed_before or block.where
-        else:
+            problems = [_failure(error)]
+        if not problems:
+            sent = [repr(m) for m in esp.messages[seen:]]
             results[str(block.line)] = {"status": "passed", "detail": "", "sent": sent}
+            continue
+        if failed_before:
+            # Blocks share one namespace: say so, so a cascade is read from its first failure.
+            problems.append(f"(an earlier block failed too: {failed_before})")
+        results[str(block.line)] = {"status": "failed", "detail": "\n".join(problems)}
+        failed_before = failed_before or block.where
 
 
 def _setup(project: Project, settings_blocks: list[Block]) -> None:
@@ -317,7 +341,9 @@ def _setup(project: Project, settings_blocks: list[Block]) -> None:
 def run(out: Path) -> None:
     blocks = [b for b in load() if not b.problems]
     results: Results = {}
-    python = [b for b in blocks if b.language == "python" and b.kind != "not-run"]
+    python = [
+        b for b in blocks if (b.language == "python" and b.kind != "not-run") or b.kind == "manage"
+    ]
     for block in python:
         if not block.applies_to(VERSION):
             results[str(block.line)] = {"status": "skipped", "detail": block.versions_text()}
@@ -370,8 +396,8 @@ def run(out: Path) -> None:
 
             with FakeESP() as esp:
                 _route_esp_hosts(esp.base_url)
-                snippets = [b for b in applicable if b.kind == "snippet"]
-                _run_snippets(snippets, results, esp)
+                steps = [b for b in applicable if b.kind in ("snippet", "manage")]
+                _run_steps(steps, results, esp)
             from django.db import connections
 
             connections.close_all()

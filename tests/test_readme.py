@@ -59,6 +59,10 @@ def readme_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, 
     return results
 
 
+def _run_by_the_runner(block: Block) -> bool:
+    return (block.language == "python" and block.kind != "not-run") or block.kind == "manage"
+
+
 def _makefile_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
     return set(re.findall(r"^([a-z][\w-]*):", text, flags=re.MULTILINE))
@@ -117,7 +121,7 @@ def test_the_snippets_really_send_through_the_fake_esp(
     [
         ("```\nx = 1\n```\n", "no language"),
         ("```sh\nls\n```\n", "language 'sh'"),
-        ("```bash\nmake tenantmail\n```\n", "must say whether it is run"),
+        ("```bash\nmake tenantmail\n```\n", "must say how it is run"),
         ('```python\nTENANTMAIL = {"METADATA_KEY": None}\n```\n', "assigns the setting"),
         (
             "```python\nclass Client(TenantMixin):\n    pass\n```\n",
@@ -148,8 +152,8 @@ def test_annotations_are_read() -> None:
 
 
 def test_every_python_block_gets_a_result(readme_run: dict[str, dict[str, Any]]) -> None:
-    python = {str(b.line) for b in BLOCKS if b.language == "python" and b.kind != "not-run"}
-    assert python <= set(readme_run), python - set(readme_run)
+    runner = {str(b.line) for b in BLOCKS if _run_by_the_runner(b)}
+    assert runner <= set(readme_run), runner - set(readme_run)
 
 
 # -- the README's other checkable claims ------------------------------------------------------
@@ -366,3 +370,70 @@ def test_the_runner_catches_a_message_with_another_tenants_credential(tenants: A
     assert "'globex''s credential" in problems[0]
     assert "the platform's credential" in problems[1]
     assert GLOBEX_TOKEN not in " ".join(problems)
+
+
+# -- the runner itself, on a README with blocks that must pass and blocks that must fail -------
+
+SELF_TEST_BLOCKS = [
+    # (annotation, language, code, expected status, expected text in the detail)
+    ("manage", "bash", "python manage.py tenantmail_reencrypt\n", "passed", ""),
+    ("manage", "bash", "python manage.py tenantmail_no_such_command\n", "failed", "Unknown"),
+    (
+        "raises=UnknownTenantError",
+        "python",
+        'from tenantmail import mailer\n\nmailer(tenant="nope").send_messages([msg])\n',
+        "passed",
+        "",
+    ),
+    ("raises=ValueError", "python", "x = 1\n", "failed", "should raise ValueError"),
+    (
+        "",
+        "python",
+        'import warnings\n\nwarnings.warn("old", DeprecationWarning, stacklevel=1)\n',
+        "failed",
+        "DeprecationWarning",
+    ),
+    ("", "python", "undefined_name\n", "failed", "NameError"),
+    (
+        "",
+        "python",
+        "from customers.models import Client\nfrom tenantmail import mailer\n\ninitech = Client("
+        'schema_name="initech", name="Initech", mail_backend="mailgun",\n                 '
+        'mail_options={"api_key": "key-initech-7777", "sender_domain": "mg.initech.example"})\n'
+        'initech.save()\nmailer(tenant="initech", api_key="key-acme-example-1e5b").send_messages'
+        "([msg])\n",
+        "failed",
+        "stamped tenant='initech' went out with 'acme''s credential",
+    ),
+    ("", "python", "x = 2\n", "passed", ""),
+]
+
+
+def test_the_runner_passes_and_fails_what_it_should(tmp_path: Path) -> None:
+    parts = [README_TEXT]
+    for note, language, code, *_ in SELF_TEST_BLOCKS:
+        comment = f"<!-- readme-test: {note} -->\n" if note else ""
+        parts.append(f"\n{comment}```{language}\n{code}```\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("".join(parts))
+    added = readme_blocks.load(readme)[-len(SELF_TEST_BLOCKS) :]
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.readme_runner", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "TENANTMAIL_README_UNDER_TEST": str(readme)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert out.exists(), proc.stderr[-6000:]
+    results = json.loads(out.read_text())
+    for block, (*_, status, detail) in zip(added, SELF_TEST_BLOCKS, strict=True):
+        assert not block.problems, block.problems
+        result = results[str(block.line)]
+        assert result["status"] == status, (block.code, result["detail"])
+        assert detail in result["detail"], (block.code, result["detail"])
+    # An earlier failure is reported on the blocks after it, so a cascade is easy to read.
+    assert "an earlier block failed too" in results[str(added[-2].line)]["detail"]
+    assert "key-acme-example-1e5b" not in out.read_text()  # credentials are only shown masked
