@@ -27,10 +27,14 @@ def mailer(tenant: Any = None, **overrides: Any) -> TenantBackend:
     return TenantBackend(tenant=tenant, **overrides)
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy (PEP 562) so that `import tenantmail` does not import django-tenants; see above.
-    if name == "sending_as":
-        from .tenancy import sending_as
+#: Public names imported on first use (PEP 562), so `import tenantmail` does not import
+#: django-tenants (see above). Add new package-level names here, not as top-level imports.
+_LAZY = {"sending_as": "tenantmail.tenancy"}
 
-        return sending_as
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'tenantmail' has no attribute {name!r}")

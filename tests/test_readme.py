@@ -257,6 +257,8 @@ def test_package_attributes_are_lazy() -> None:
     from tenantmail.tenancy import sending_as
 
     assert tenantmail.sending_as is sending_as
+    for name in tenantmail.__all__:
+        assert callable(getattr(tenantmail, name)), name
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = tenantmail.no_such_name  # type: ignore[attr-defined]
 
