@@ -42,7 +42,8 @@ where the default is not enough; keep the annotated exceptions rare):
 
 A version constraint (``django<6.1``, ``django>=6.1``; several may be given) runs the block only
 on those Django versions -- the suite runs on 6.1 and, through ``make matrix``, on 5.2 and 6.0.
-A block under a heading that names a Django version must say which versions it is for.
+A Python block whose heading, or the paragraph just before it, names a Django version ("On
+Django 6.1, …") must say which versions it is for.
 
 Anything else fails loudly: a fence with no language or another language, a ``bash`` block
 without ``run``/``not-run``, a ``python`` block that assigns Django settings or defines models
@@ -95,7 +96,7 @@ class Block:
     language: str
     code: str
     kind: str
-    heading: str
+    context: str  # the heading and the paragraph before the block
     main: bool = False
     versions: tuple[tuple[str, tuple[int, int]], ...] = ()
     reason: str = ""
@@ -146,13 +147,25 @@ def parse(text: str) -> list[Block]:
         if end == len(lines):
             raise ReadmeBlockError(f"README.md:{i + 1}: code fence is never closed")
         code = "\n".join(lines[i + 1 : end]) + "\n"
-        blocks.append(_classify(len(blocks), i + 1, language, code, heading, _annotation(lines, i)))
+        context = f"{heading}\n{_paragraph_before(lines, i)}"
+        blocks.append(_classify(len(blocks), i + 1, language, code, context, _annotation(lines, i)))
         i = end + 1
     return blocks
 
 
 def load(path: Path = README) -> list[Block]:
     return parse(path.read_text(encoding="utf-8"))
+
+
+def _paragraph_before(lines: list[str], fence_index: int) -> str:
+    j = fence_index - 1
+    while j >= 0 and (not lines[j].strip() or _ANNOTATION.match(lines[j])):
+        j -= 1
+    paragraph: list[str] = []
+    while j >= 0 and lines[j].strip() and not lines[j].startswith(("#", "```", "~~~")):
+        paragraph.insert(0, lines[j])
+        j -= 1
+    return " ".join(paragraph)
 
 
 def _annotation(lines: list[str], fence_index: int) -> str | None:
@@ -164,7 +177,7 @@ def _annotation(lines: list[str], fence_index: int) -> str | None:
 
 
 def _classify(
-    index: int, line: int, language: str, code: str, heading: str, note: str | None
+    index: int, line: int, language: str, code: str, context: str, note: str | None
 ) -> Block:
     problems: list[str] = []
     kind = ""
@@ -219,10 +232,11 @@ def _classify(
         problems.append("an app-file must start with a comment naming it: # customers/models.py")
     if language == "python" and kind == "snippet":
         problems.extend(_snippet_problems(code))
-    if language == "python" and re.search(r"\bDjango \d+\.\d+", heading) and not versions:
+    named = re.search(r"\bDjango \d+\.\d+", context)
+    if language == "python" and named and not versions:
         problems.append(
-            f"the heading {heading!r} names a Django version: say which versions the block is "
-            "for, e.g. <!-- readme-test: django<6.1 -->"
+            f"its heading or the paragraph before it names {named.group()}: say which versions "
+            "the block is for, e.g. <!-- readme-test: django<6.1 -->"
         )
     return Block(
         index=index,
@@ -230,7 +244,7 @@ def _classify(
         language=language,
         code=code,
         kind=kind or "unknown",
-        heading=heading,
+        context=context,
         main=main,
         versions=tuple(versions),
         reason=reason,

@@ -129,7 +129,8 @@ def test_the_snippets_really_send_through_the_fake_esp(
         ),
         ("<!-- readme-test: not-run -->\n```bash\nmake demo\n```\n", "needs a reason"),
         ("<!-- readme-test: settngs -->\n```python\nX = 1\n```\n", "unknown annotation"),
-        ("### On Django 6.1\n\n```python\nx = 1\n```\n", "names a Django version"),
+        ("### On Django 6.1\n\n```python\nx = 1\n```\n", "names Django 6.1"),
+        ("# A\n\nOn Django 5.2:\n\n```python\nx = 1\n```\n", "names Django 5.2"),
         ("```python\nsend_mail(..., connection=c\n```\n", "not valid Python"),
         ("<!-- readme-test: app-file -->\n```python\nx = 1\n```\n", "must start with a comment"),
     ],
@@ -194,6 +195,9 @@ def test_classifiers_name_the_django_versions_the_readme_names() -> None:
     assert requires is not None
     assert classified == {v.strip() for v in requires.group(1).split("/")}
     assert f"{VERSION[0]}.{VERSION[1]}" in classified
+    python = re.search(r"^Requires Python ≥ (\d+\.\d+),", README_TEXT, re.MULTILINE)
+    assert python is not None
+    assert PYPROJECT["project"]["requires-python"] == f">={python.group(1)}"
 
 
 def test_testing_extra_declares_what_tenantmail_testing_imports() -> None:
