@@ -39,6 +39,9 @@ where the default is not enough; keep the annotated exceptions rare):
     exists and every ``pip install "…[extras]"`` names extras that exist.
 ``text``
     Sample output; never run.
+``console``
+    A shell session: ``$ `` lines are the commands, the rest sample output. Annotated like a
+    ``bash`` block (``run``, ``manage``, ``not-run``); only the commands are run.
 
 A version constraint (``django<6.1``, ``django>=6.1``; several may be given) runs the block only
 on those Django versions -- the suite runs on 6.1 and, through ``make matrix``, on 5.2 and 6.0.
@@ -214,10 +217,10 @@ def _classify(
         kind = kind or "snippet"
         if kind not in ("snippet", "settings", "app-file", "not-run"):
             problems.append(f"`{kind}` does not apply to a python block")
-    elif language == "bash":
+    elif language in ("bash", "console"):
         if kind not in ("run", "manage", "not-run"):
             problems.append(
-                "a bash block must say how it is run: <!-- readme-test: run --> (cheap and "
+                f"a {language} block must say how it is run: <!-- readme-test: run --> (cheap and "
                 "safe), <!-- readme-test: manage --> (manage.py commands, run in the README "
                 "project) or <!-- readme-test: not-run: why -->"
             )
@@ -301,6 +304,14 @@ def pip_extras(code: str) -> set[str]:
         for group in re.findall(r"tenantmail\[([^\]]*)\]", command):
             extras.update(e.strip() for e in group.split(",") if e.strip())
     return extras
+
+
+def shell_code(block: Block) -> str:
+    """The commands of a shell block: a console block's ``$ `` lines without the prompt."""
+    if block.language != "console":
+        return block.code
+    commands = [line[2:] for line in block.code.splitlines() if line.startswith("$ ")]
+    return "\n".join(commands) + "\n"
 
 
 def manage_commands(code: str) -> list[list[str]]:

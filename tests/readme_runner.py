@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import django
 
-from tests.readme_blocks import Block, load, manage_commands
+from tests.readme_blocks import Block, load, manage_commands, shell_code
 
 VERSION = (django.VERSION[0], django.VERSION[1])
 PLATFORM_KEY = "key-platform-readme-0000"
@@ -282,7 +282,7 @@ def _foreign_credentials(messages: list[Any]) -> list[str]:
 def _manage(block: Block) -> None:
     from django.core.management import call_command
 
-    for command in manage_commands(block.code):
+    for command in manage_commands(shell_code(block)):
         try:
             call_command(*command)
         except SystemExit as exit:

@@ -80,7 +80,7 @@ def test_block(block: Block, request: pytest.FixtureRequest) -> None:
         pytest.skip(f"{block.where} is for {block.versions_text()}, not Django {VERSION}")
     if block.kind == "run":
         proc = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", block.code],
+            ["bash", "-euo", "pipefail", "-c", readme_blocks.shell_code(block)],
             cwd=request.getfixturevalue("tmp_path"),
             env=_settings_free_env(),
             capture_output=True,
@@ -96,7 +96,7 @@ def test_block(block: Block, request: pytest.FixtureRequest) -> None:
 
 
 def _check_not_run(block: Block) -> None:
-    missing = readme_blocks.make_targets(block.code) - _makefile_targets()
+    missing = readme_blocks.make_targets(readme_blocks.shell_code(block)) - _makefile_targets()
     assert not missing, f"{block.where} names make targets the Makefile lacks: {missing}"
     extras = readme_blocks.pip_extras(block.code)
     unknown = extras - set(PYPROJECT["project"]["optional-dependencies"])
@@ -121,6 +121,7 @@ def test_the_snippets_really_send_through_the_fake_esp(
     [
         ("```\nx = 1\n```\n", "no language"),
         ("```sh\nls\n```\n", "language 'sh'"),
+        ("```console\n$ ls\n```\n", "a console block must say how it is run"),
         ("```bash\nmake tenantmail\n```\n", "must say how it is run"),
         ('```python\nTENANTMAIL = {"METADATA_KEY": None}\n```\n', "assigns the setting"),
         (
@@ -152,6 +153,20 @@ def test_annotations_are_read() -> None:
     assert (bash.kind, bash.reason) == ("not-run", "slow")
 
 
+def test_a_console_block_runs_only_its_commands() -> None:
+    text = (
+        "<!-- readme-test: run -->\n"
+        "```console\n$ python -V   # a comment\nPython 3.12\n$ make x\n```\n"
+    )
+    (block,) = readme_blocks.parse(text)
+    assert readme_blocks.shell_code(block) == "python -V   # a comment\nmake x\n"
+    assert readme_blocks.manage_commands("python manage.py check --deploy  # ok\n") == [
+        ["check", "--deploy"]
+    ]
+    with pytest.raises(readme_blocks.ReadmeBlockError):
+        readme_blocks.manage_commands("rm -rf build\n")
+
+
 def test_every_python_block_gets_a_result(readme_run: dict[str, dict[str, Any]]) -> None:
     runner = {str(b.line) for b in BLOCKS if _run_by_the_runner(b)}
     assert runner <= set(readme_run), runner - set(readme_run)
@@ -172,8 +187,8 @@ def test_settings_table_lists_exactly_the_known_keys() -> None:
 def test_every_make_target_the_readme_names_exists() -> None:
     named = readme_blocks.prose_make_targets(README_TEXT)
     for block in BLOCKS:
-        if block.language == "bash":
-            named |= readme_blocks.make_targets(block.code)
+        if block.language in ("bash", "console"):
+            named |= readme_blocks.make_targets(readme_blocks.shell_code(block))
     assert {"demo", "serve", "test"} <= named  # the check sees them
     missing = named - _makefile_targets()
     assert not missing, missing
@@ -383,6 +398,13 @@ def test_the_runner_catches_a_message_with_another_tenants_credential(tenants: A
 SELF_TEST_BLOCKS = [
     # (annotation, language, code, expected status, expected text in the detail)
     ("manage", "bash", "python manage.py tenantmail_reencrypt\n", "passed", ""),
+    (
+        "manage",
+        "console",
+        "$ python manage.py check --fail-level ERROR   # a comment\nSystem check identified ...\n",
+        "passed",
+        "",
+    ),
     ("manage", "bash", "python manage.py tenantmail_no_such_command\n", "failed", "Unknown"),
     (
         "raises=UnknownTenantError",
