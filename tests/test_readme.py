@@ -465,3 +465,12 @@ def test_the_runner_passes_and_fails_what_it_should(tmp_path: Path) -> None:
     # An earlier failure is reported on the blocks after it, so a cascade is easy to read.
     assert "an earlier block failed too" in results[str(added[-2].line)]["detail"]
     assert "key-acme-example-1e5b" not in out.read_text()  # credentials are only shown masked
+
+
+def test_every_repository_path_and_link_the_readme_names_exists() -> None:
+    top = r"(?:tenantmail|tests|example_site|scripts|benchmarks)"
+    paths = set(re.findall(rf"`({top}/[\w./-]*)`", README_TEXT))
+    paths |= set(re.findall(r"\]\(([^)#:]+)\)", README_TEXT))  # relative links
+    assert "tests/test_readme.py" in paths
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
+    assert not missing, missing
