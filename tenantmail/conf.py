@@ -44,8 +44,9 @@ BACKEND_ALIASES: Mapping[str, str] = {
 #: -- which would send the platform's credential to whatever ``api_url`` the tenant chose.
 REQUIRED_OPTIONS: Mapping[str, tuple[str, ...]] = {
     "django.core.mail.backends.smtp.EmailBackend": ("host",),
-    # SES tenants (TenantName in esp_extra) may share the platform's AWS account.
-    "anymail.backends.amazon_ses.EmailBackend": (),
+    # The tenant's own AWS keys (session_params' aws_access_key_id/aws_secret_access_key, checked
+    # by tenantmail.isolation): without them boto3 finds the platform's AWS identity.
+    "anymail.backends.amazon_ses.EmailBackend": ("session_params",),
     "anymail.backends.brevo.EmailBackend": ("api_key",),
     "anymail.backends.mailersend.EmailBackend": ("api_token",),
     "anymail.backends.mailgun.EmailBackend": ("api_key",),

@@ -30,19 +30,15 @@ from .conf import (
 )
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
+from .isolation import ISOLATING_DEFAULTS as ISOLATING_DEFAULTS  # re-exported: moved there
+from .isolation import TENANT_SMTP_TIMEOUT, isolate
 from .masking import SecretDict, masked
 from .models import TenantMailSource
 from .tenancy import ActiveTenant
-from .validation import check_defaults, check_options
+from .validation import check_defaults, check_esp_extra, check_options, refuse_nulls
 
 SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 TENANT_BACKEND = "tenantmail.backends.TenantBackend"
-
-#: Options filled in for tenant configs so a backend cannot fall back to the platform's settings.
-#: (Before Django 6.1 the SMTP backend reads EMAIL_HOST_USER/PASSWORD when these are None.)
-ISOLATING_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
-    SMTP_BACKEND: {"username": "", "password": ""},
-}
 
 # Fingerprints only need to be stable inside one process; keying the hash with a per-process
 # secret means a fingerprint in a log or stats dump cannot be used to brute-force a short password.
@@ -159,7 +155,11 @@ def _tenant_account(
             tenant=schema,
             setting="mail_options",
         )
-    return backend, {**ISOLATING_DEFAULTS.get(backend, {}), **options}
+    # After the required check, so a null credential is reported as the missing credential.
+    refuse_nulls(options, schema)
+    # The platform's default tenant timeout where the settings have one (TENANTMAIL["TIMEOUT"]).
+    timeout = getattr(s, "timeout", TENANT_SMTP_TIMEOUT)
+    return backend, isolate(backend, options, schema, timeout=timeout)
 
 
 class _ResolvedCache:
@@ -270,6 +270,8 @@ def _resolve(
             dict(platform.options),
             platform.mailer_alias,
         )
+    if schema is not None:
+        check_esp_extra(defaults, own_account=own_account, tenant=schema)
     # None means "not given": Django's send_mail() passes username=None/password=None.
     merged = SecretDict(options)
     merged.update((k, v) for k, v in overrides.items() if v is not None)

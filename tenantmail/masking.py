@@ -20,6 +20,7 @@ PUBLIC_OPTION_NAMES = frozenset(
         "use_ssl",
         "timeout",
         "api_url",
+        "endpoint_url",
         "sender_domain",
         "region_name",
         "configuration_set_name",
@@ -35,10 +36,11 @@ PUBLIC_OPTION_NAMES = frozenset(
 
 
 def mask(secret: object) -> str:
-    """``"key…4f2a"`` style: enough to tell two keys apart, too little to use one."""
+    """``"…4f2a"``: the last 4 characters of a secret of 16 or more, enough to tell two keys apart
+    (a prefix such as ``key-`` would only add known characters and shorten the unknown part)."""
     text = str(secret)
     if len(text) >= 16:
-        return f"{text[:3]}…{text[-4:]}"
+        return f"…{text[-4:]}"
     return "****"
 
 

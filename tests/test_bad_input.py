@@ -105,6 +105,21 @@ def table(esp: FakeESP, smtp: FakeSMTP) -> list[Bad]:
             options=mg(esp),
             defaults={"metadata": {"note": "n" * 5000}},
         ),
+        Bad("null option (crashed Anymail)", "mail_options", options=mg(esp, api_url=None)),
+        Bad("SES without the tenant's AWS keys", "mail_options", backend="amazon_ses"),
+        Bad("send_defaults option", "mail_options", options=mg(esp, send_defaults={"bcc": []})),
+        Bad(
+            "esp_extra spoofing the trace",
+            "mail_defaults",
+            options=mg(esp),
+            defaults={"esp_extra": {"v:tenant": "globex"}},
+        ),
+        Bad(
+            "esp_extra on the platform account",
+            "mail_defaults",
+            backend="",
+            defaults={"esp_extra": {"sender_domain": "mg.globex.example"}},
+        ),
         Bad(
             "missing config with MISSING_CONFIG=raise",
             "mail_backend",
@@ -122,12 +137,12 @@ def _assert_others_still_send(tenants: Tenants, fake_esp: FakeESP) -> None:
     assert credentials == sorted([GLOBEX_TOKEN, PLATFORM_KEY])
 
 
-@pytest.mark.parametrize("row", range(31), ids=lambda i: f"row{i}")
+@pytest.mark.parametrize("row", range(36), ids=lambda i: f"row{i}")
 def test_bad_tenant_config(
     row: int, tenants: Tenants, fake_esp: FakeESP, fake_smtp: FakeSMTP, settings: Any
 ) -> None:
     rows = table(fake_esp, fake_smtp)
-    assert len(rows) == 31, "keep the parametrize range in step with the table"
+    assert len(rows) == 36, "keep the parametrize range in step with the table"
     bad = rows[row]
     if bad.only_with_mailers and not HAS_MAILERS:
         pytest.skip("before Django 6.1 backends ignore unknown options (no alias to report)")

@@ -59,7 +59,9 @@ def test_every_key_has_a_default(settings: Any) -> None:
         "api_key",
         "secret_key",
     )
-    assert parsed.required_options["anymail.backends.amazon_ses.EmailBackend"] == ()
+    assert parsed.required_options["anymail.backends.amazon_ses.EmailBackend"] == (
+        "session_params",
+    )
     assert parsed.missing_config == "default"
     assert parsed.max_connections == 256
     assert parsed.idle_timeout == 60.0

@@ -109,9 +109,9 @@ def esp() -> Iterator[FakeESP]:
 @pytest.mark.parametrize(
     ("secret", "shown"),
     [
-        ("key-3ax6xnjp4f2a", "key…4f2a"),
-        ("1234567890123456", "123…3456"),  # 16 characters: just long enough
-        ("123456789012345", "****"),  # 15 would reveal 7 of 15 characters
+        ("key-3ax6xnjp4f2a", "…4f2a"),
+        ("1234567890123456", "…3456"),  # 16 characters: just long enough
+        ("123456789012345", "****"),  # shorter secrets show nothing
         ("", "****"),
     ],
 )
@@ -134,7 +134,7 @@ def test_repr_masks_the_credential() -> None:
     )
     for text in (repr(message), str(message), repr([message])):
         assert MAILGUN_KEY not in text
-        assert "credential='key…4f2a'" in text
+        assert "credential='…4f2a'" in text
         assert "sender_domain='mg.example'" in text
 
 
