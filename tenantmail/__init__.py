@@ -4,8 +4,9 @@ Public API: :class:`tenantmail.backends.TenantBackend`, :func:`mailer`, :func:`s
 :func:`carry_tenant`, :class:`TenantThreadPoolExecutor`,
 :class:`tenantmail.models.TenantMailMixin`, :mod:`tenantmail.exceptions`, :mod:`tenantmail.pool`.
 
-The names are imported on first use, so importing the package (or a settings-free submodule)
-never needs Django settings.
+Importing the package needs no settings (django-tenants reads its settings when imported, so
+everything that uses it is imported on first use): ``python -m tenantmail.keygen`` runs in a plain
+shell.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["TenantThreadPoolExecutor", "carry_tenant", "mailer", "sending_as"]
 __version__ = "0.1.0"
 
+#: Public names imported on first use (PEP 562), so `import tenantmail` does not import
+#: django-tenants (see above). Add new package-level names here, not as top-level imports.
 _LAZY = {
     "sending_as": ".tenancy",
     "carry_tenant": ".threads",

@@ -22,6 +22,7 @@ from django.dispatch import receiver
 
 from .conf import WATCHED_SETTINGS, get_settings
 from .exceptions import TenantMailConfigurationError
+from .keygen import generate_key
 
 __all__ = [
     "InvalidToken",
@@ -34,11 +35,6 @@ __all__ = [
 ]
 
 _HKDF_INFO = b"tenantmail.mail_options"
-
-
-def generate_key() -> str:
-    """A new random key for ``TENANTMAIL["ENCRYPTION_KEYS"]``."""
-    return Fernet.generate_key().decode("ascii")
 
 
 def _derive(secret: str) -> bytes:
@@ -61,7 +57,7 @@ def fernets_from(keys: Sequence[str], start: int = 0) -> list[Fernet]:
             # Never echo the key: say which entry and how to make a good one.
             raise TenantMailConfigurationError(
                 "is not a valid Fernet key (32 url-safe base64-encoded bytes). Generate one with "
-                "`python -c 'from tenantmail.crypto import generate_key; print(generate_key())'`.",
+                "`python -m tenantmail.keygen`.",
                 setting=f'TENANTMAIL["ENCRYPTION_KEYS"][{index}]',
             ) from None
     return fernets
