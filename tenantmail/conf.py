@@ -101,6 +101,8 @@ _KNOWN_KEYS = {
     "IDLE_TIMEOUT",
     "TENANT_CACHE_SECONDS",
     "METADATA_KEY",
+    # Parsed by tenantmail.queue.conf (the queue is a subpackage; the core only admits the key).
+    "QUEUE",
 }
 
 

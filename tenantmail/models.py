@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .fields import EncryptedJSONField
@@ -67,3 +68,60 @@ class TenantMailMixin(models.Model):
             options=self.mail_options if self.mail_options is not None else {},
             defaults=self.mail_defaults if self.mail_defaults is not None else {},
         )
+
+
+class OutboxMessage(models.Model):
+    """One queued message (``tenantmail.queue``): who it is for, what it is, what happened.
+
+    Lives in the public schema. ``payload`` is the serialized message and ``options`` the
+    non-secret backend overrides; no credential is ever stored here (refused at enqueue). The
+    worker resolves the tenant's credentials when it sends.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("queued")
+        SENDING = "sending", _("sending")
+        SENT = "sent", _("sent")
+        FAILED = "failed", _("failed")
+
+    tenant_schema = models.CharField(
+        _("tenant schema"), max_length=63, blank=True, help_text=_("Blank for platform mail.")
+    )
+    status = models.CharField(
+        _("status"), max_length=10, choices=Status.choices, default=Status.QUEUED
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    subject = models.CharField(_("subject"), max_length=255, blank=True)
+    message_id = models.CharField(_("Message-ID"), max_length=255, blank=True)
+    esp_message_id = models.CharField(
+        _("ESP message id"), max_length=255, blank=True, db_index=True
+    )
+    delivery_status = models.CharField(_("delivery status"), max_length=50, blank=True)
+    delivery_updated_at = models.DateTimeField(_("delivery updated at"), null=True, blank=True)
+    payload = models.JSONField(_("message"), editable=False)
+    mailer = models.CharField(
+        _("mailer"), max_length=100, blank=True, help_text=_("A MAILERS alias (Django 6.1+).")
+    )
+    options = models.JSONField(_("backend options"), default=dict, blank=True, editable=False)
+    priority = models.SmallIntegerField(_("priority"), default=0)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), default=timezone.now)
+    enqueued_at = models.DateTimeField(_("task enqueued at"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    claim_token = models.CharField(_("claim token"), max_length=32, blank=True, editable=False)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("outbox message")
+        verbose_name_plural = _("outbox messages")
+        ordering = ("-created_at",)
+        indexes = (
+            models.Index(fields=["status", "next_attempt_at"], name="tenantmail_outbox_due"),
+            models.Index(fields=["status", "lease_expires_at"], name="tenantmail_outbox_lease"),
+            models.Index(fields=["tenant_schema", "status"], name="tenantmail_outbox_tenant"),
+            models.Index(fields=["created_at"], name="tenantmail_outbox_created"),
+        )
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.tenant_schema or '(platform)'} {self.status}: {self.subject}"

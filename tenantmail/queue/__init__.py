@@ -1,0 +1,22 @@
+"""Queued sending: the tenant survives the queue, nothing is lost, credentials never travel.
+
+Owns ``QueuedBackend`` and ``enqueue()`` (store the message in ``OutboxMessage`` and enqueue a
+``django.tasks`` task with its id, on commit), the task and the worker side (row claiming with
+``SELECT … FOR UPDATE SKIP LOCKED`` and a lease, retries with backoff, recovery of rows a dead
+worker left behind), fairness between tenants and per-tenant rate limits.
+
+Built on the core: ``tenancy.current_tenant`` / ``sending_as`` (the tenant is captured at enqueue
+and re-entered in the worker), ``TenantBackend`` (the worker sends through it, so credentials are
+resolved at send time by ``config.resolve``), ``masking`` (errors stored on the row) and
+``OutboxMessage`` in ``tenantmail.models``. The queue engine is ``django.tasks`` (Django 6.0+) or
+the ``django-tasks`` backport (5.2); any backend works, ``django-tasks-db`` is the tested one.
+Settings: ``TENANTMAIL["QUEUE"]`` (:mod:`tenantmail.queue.conf`).
+"""
+
+from __future__ import annotations
+
+from .backend import QueuedBackend
+from .enqueue import enqueue
+from .exceptions import SecretOverrideError, UnstorableMessageError
+
+__all__ = ["QueuedBackend", "SecretOverrideError", "UnstorableMessageError", "enqueue"]

@@ -1,0 +1,39 @@
+"""The one task: deliver an outbox row, by id (task arguments are JSON; the row holds the rest).
+
+On Django 6.0+ this is a ``django.tasks`` task; on 5.2 one of the ``django-tasks`` backport.
+django-tasks-db follows the same rule (it uses ``django.tasks`` whenever it exists), so the
+task and the worker agree on which ``TASKS`` setting and ``Task`` class are in play.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from django.tasks import task, task_backends
+except ImportError:  # pragma: no cover - Django 5.2, exercised by the matrix
+    from django_tasks import task, task_backends  # type: ignore[no-redef,assignment,unused-ignore]
+
+__all__ = ["deliver_outbox", "task_backends"]
+
+
+@task
+def deliver_outbox(outbox_id: int) -> str:
+    """Claim and send the outbox row ``outbox_id``; the outcome is on the row, not raised."""
+    from .worker import deliver
+
+    return deliver(outbox_id)
+
+
+def enqueue_task(outbox_id: int, *, priority: int = 0, run_after: Any = None) -> None:
+    """Enqueue :func:`deliver_outbox` on the configured backend and queue."""
+    from .conf import get_queue_settings
+
+    qs = get_queue_settings()
+    backend = task_backends[qs.task_backend]
+    configured = deliver_outbox.using(backend=qs.task_backend, queue_name=qs.queue_name)
+    if priority and backend.supports_priority:
+        configured = configured.using(priority=priority)
+    if run_after is not None and backend.supports_defer:
+        configured = configured.using(run_after=run_after)
+    configured.enqueue(outbox_id)

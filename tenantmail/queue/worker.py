@@ -1,0 +1,235 @@
+"""The worker side of one outbox row: claim it, send it as its tenant, record the outcome.
+
+Claiming is ``SELECT … FOR UPDATE SKIP LOCKED`` on the row plus a lease (``LEASE_SECONDS``):
+two workers never hold the same row, and a row whose worker died comes back when the lease
+expires (see :mod:`.recovery`). The send goes through ``TenantBackend`` inside
+``sending_as(<schema>)``, so credentials are resolved now, at send time.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..backends import TenantBackend
+from ..conf import get_settings
+from ..exceptions import TenantMailConfigurationError
+from ..masking import mask
+from ..models import OutboxMessage
+from ..tenancy import sending_as
+from . import ratelimit, recovery, serialize, signals
+from .conf import get_queue_settings
+from .retry import backoff, classify
+from .tasks import enqueue_task
+
+logger = logging.getLogger("tenantmail.queue")
+
+Status = OutboxMessage.Status
+MAX_ERROR_LENGTH = 2000
+
+
+def claim(outbox_id: int, *, now: datetime.datetime | None = None) -> OutboxMessage | None:
+    """Take the row for this worker (status ``sending``, a fresh lease), or ``None``.
+
+    ``None`` when it is not due, already done, or held by a live worker: the task is then a
+    harmless no-op (a duplicate task from recovery, say).
+    """
+    now = now or timezone.now()
+    db = get_settings().tenant_db_alias
+    lease = datetime.timedelta(seconds=get_queue_settings().lease_seconds)
+    with transaction.atomic(using=db):
+        row = (
+            OutboxMessage.objects.using(db)
+            .select_for_update(skip_locked=True)
+            .filter(pk=outbox_id)
+            .filter(
+                Q(status=Status.QUEUED, next_attempt_at__lte=now)
+                | Q(status=Status.SENDING, lease_expires_at__lt=now)
+            )
+            .first()
+        )
+        if row is None:
+            return None
+        row.status = Status.SENDING
+        row.attempts += 1
+        row.claim_token = uuid.uuid4().hex
+        row.lease_expires_at = now + lease
+        row.save(update_fields=["status", "attempts", "claim_token", "lease_expires_at"])
+    return row
+
+
+def deliver(outbox_id: int) -> str:
+    """Run by the task: returns ``sent``, ``retrying``, ``failed``, ``deferred`` or ``skipped``."""
+    recovery.maybe_recover()
+    row = claim(outbox_id)
+    if row is None:
+        return "skipped"
+    wait = ratelimit.reserve(row.tenant_schema)
+    if wait > 0:
+        _defer(row, wait)
+        return "deferred"
+    try:
+        message = serialize.load(row.payload)
+        with _as_tenant(row):
+            sent = _delivery_backend(row).send_messages([message])
+        if not sent:
+            raise RuntimeError("the mail backend reported 0 messages sent")
+    except Exception as exc:
+        return _failed(row, exc)
+    _sent(row, message)
+    return "sent"
+
+
+def _as_tenant(row: OutboxMessage) -> Any:
+    # The public schema name is django-tenants' explicit "platform mail", so a row queued as
+    # platform mail can never be re-resolved as some ambient tenant in the worker.
+    return sending_as(row.tenant_schema or get_settings().public_schema_name)
+
+
+def _delivery_backend(row: OutboxMessage) -> BaseEmailBackend:
+    if not row.mailer:
+        return TenantBackend(**row.options)
+    try:
+        from django.core.mail import mailers
+    except ImportError:
+        raise TenantMailConfigurationError(
+            f"mailer={row.mailer!r} needs Django 6.1's MAILERS; leave it blank to send "
+            "through TenantBackend",
+            tenant=row.tenant_schema or None,
+            setting="QueuedBackend mailer",
+        ) from None
+    backend = mailers[row.mailer]
+    if not isinstance(backend, TenantBackend):
+        # A QueuedBackend would queue forever; any other backend would ignore the tenant.
+        raise TenantMailConfigurationError(
+            f"MAILERS[{row.mailer!r}] must be a tenantmail.backends.TenantBackend, "
+            f"not {type(backend).__name__}",
+            tenant=row.tenant_schema or None,
+            setting="QueuedBackend mailer",
+        )
+    return backend
+
+
+def _finish(row: OutboxMessage, **fields: Any) -> bool:
+    """Write the outcome, unless another worker took the row over after our lease expired."""
+    updated = (
+        OutboxMessage.objects.using(get_settings().tenant_db_alias)
+        .filter(pk=row.pk, claim_token=row.claim_token)
+        .update(claim_token="", lease_expires_at=None, **fields)
+    )
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.claim_token, row.lease_expires_at = "", None
+    if not updated:
+        logger.warning(
+            "tenantmail: outbox message %s outlived its lease (LEASE_SECONDS) and was taken "
+            "over by another worker; it may be sent twice (same Message-ID %s)",
+            row.pk,
+            row.message_id,
+        )
+    return bool(updated)
+
+
+def _esp_message_id(message: EmailMessage) -> str:
+    status = getattr(message, "anymail_status", None)
+    found = getattr(status, "message_id", None)
+    if found is None:
+        return ""
+    if isinstance(found, set | frozenset | list | tuple):
+        return ",".join(sorted(str(f) for f in found))[:255]
+    return str(found)[:255]
+
+
+def _sent(row: OutboxMessage, message: EmailMessage) -> None:
+    _finish(
+        row,
+        status=Status.SENT,
+        sent_at=timezone.now(),
+        esp_message_id=_esp_message_id(message),
+        last_error="",
+    )
+    signals.message_sent.send(sender=OutboxMessage, outbox=row, tenant=row.tenant_schema or None)
+
+
+def _secret_values(options: Mapping[str, Any]) -> Iterator[str]:
+    for value in options.values():
+        if isinstance(value, Mapping):
+            yield from _secret_values(value)
+        elif isinstance(value, str) and len(value) >= 6:
+            yield value
+
+
+def describe(exc: BaseException, row: OutboxMessage) -> str:
+    """The error as stored on the row: type and message, with any credential masked."""
+    text = f"{type(exc).__name__}: {exc}"
+    try:
+        with _as_tenant(row):
+            options = TenantBackend(**row.options).resolve().options
+    except Exception:  # a tenant that cannot be resolved has no credential to hide
+        options = {}
+    for secret in sorted(_secret_values(options), key=len, reverse=True):
+        text = text.replace(secret, mask(secret))
+    if len(text) > MAX_ERROR_LENGTH:
+        text = text[: MAX_ERROR_LENGTH - 1] + "…"
+    return text
+
+
+def _failed(row: OutboxMessage, exc: Exception) -> str:
+    qs = get_queue_settings()
+    verdict = classify(exc)
+    error = describe(exc, row)
+    tenant = row.tenant_schema or None
+    if verdict.transient and row.attempts < qs.max_attempts:
+        now = timezone.now()
+        retry_at = now + datetime.timedelta(seconds=backoff(row.attempts, qs, verdict))
+        if _finish(
+            row, status=Status.QUEUED, next_attempt_at=retry_at, enqueued_at=now, last_error=error
+        ):
+            enqueue_task(row.pk, priority=row.priority, run_after=retry_at)
+        logger.info(
+            "tenantmail: outbox message %s for tenant %r failed (attempt %d of %d), retrying at "
+            "%s: %s",
+            row.pk,
+            tenant,
+            row.attempts,
+            qs.max_attempts,
+            retry_at.isoformat(),
+            error,
+        )
+        signals.message_retrying.send(
+            sender=OutboxMessage, outbox=row, tenant=tenant, error=exc, retry_at=retry_at
+        )
+        return "retrying"
+    _finish(row, status=Status.FAILED, last_error=error)
+    logger.warning(
+        "tenantmail: outbox message %s for tenant %r failed for good after %d attempt(s): %s",
+        row.pk,
+        tenant,
+        row.attempts,
+        error,
+    )
+    signals.message_failed.send(sender=OutboxMessage, outbox=row, tenant=tenant, error=exc)
+    return "failed"
+
+
+def _defer(row: OutboxMessage, wait: float) -> None:
+    """Over the tenant's rate limit: put the row back without counting an attempt."""
+    now = timezone.now()
+    retry_at = now + datetime.timedelta(seconds=wait)
+    if _finish(
+        row,
+        status=Status.QUEUED,
+        attempts=row.attempts - 1,
+        next_attempt_at=retry_at,
+        enqueued_at=now,
+    ):
+        enqueue_task(row.pk, priority=row.priority, run_after=retry_at)
