@@ -27,6 +27,7 @@ class QueueSettings:
     backoff_max_seconds: float = 3600.0
     lease_seconds: float = 300.0
     recover_every_seconds: float = 60.0
+    requeue_after_seconds: float = 3600.0
     fair_share: int = 50
     rate_limit: float | None = None
     tenant_rate_limits: Mapping[str, float | None] = field(default_factory=dict)
@@ -42,6 +43,7 @@ _KNOWN_KEYS = frozenset(
         "BACKOFF_MAX_SECONDS",
         "LEASE_SECONDS",
         "RECOVER_EVERY_SECONDS",
+        "REQUEUE_AFTER_SECONDS",
         "FAIR_SHARE",
         "RATE_LIMIT",
         "TENANT_RATE_LIMITS",
@@ -114,6 +116,9 @@ def load_queue_settings() -> QueueSettings:
         lease_seconds=_number(raw, "LEASE_SECONDS", d.lease_seconds, minimum=1),
         recover_every_seconds=_number(
             raw, "RECOVER_EVERY_SECONDS", d.recover_every_seconds, minimum=0
+        ),
+        requeue_after_seconds=_number(
+            raw, "REQUEUE_AFTER_SECONDS", d.requeue_after_seconds, minimum=1
         ),
         fair_share=int(_number(raw, "FAIR_SHARE", d.fair_share, minimum=1)),
         rate_limit=_rate(raw.get("RATE_LIMIT"), "RATE_LIMIT"),

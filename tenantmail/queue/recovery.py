@@ -1,10 +1,13 @@
 """Bring back what a dead worker left behind; idempotent and safe to run from many places.
 
 Two kinds of row are stale: ``sending`` with an expired lease (the worker died mid-send), and
-``queued`` rows overdue by more than a lease whose task was enqueued more than a lease ago (the
-task was lost: a worker died after taking the task but before claiming the row, or enqueueing
-failed). Both get a fresh task; the claim makes any duplicate task a no-op. A row that exhausted
-``MAX_ATTEMPTS`` by dying mid-send every time (a poison message) is failed instead.
+``queued`` rows overdue by more than ``REQUEUE_AFTER_SECONDS`` whose task was enqueued as long
+ago (the task was probably lost: a worker died after taking the task but before claiming the
+row, or enqueueing failed after the commit). That threshold is long (an hour) because a row
+merely waiting behind a big backlog looks the same; re-enqueueing it would only add a no-op
+task, at most once per threshold. Both get a fresh task; the claim makes any duplicate task a
+no-op. A row that exhausted ``MAX_ATTEMPTS`` by dying mid-send every time (a poison message) is
+failed instead.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ..conf import get_settings
 from ..models import OutboxMessage
 from . import signals
 from .conf import get_queue_settings
-from .tasks import enqueue_task
+from .tasks import enqueue_task, enqueue_watchdog
 
 logger = logging.getLogger("tenantmail.queue")
 
@@ -29,18 +32,19 @@ Status = OutboxMessage.Status
 BATCH = 1000
 
 _last_run = -float("inf")
+_watched_until: datetime.datetime | None = None
 
 
 def recover_stale(*, now: datetime.datetime | None = None, limit: int = BATCH) -> int:
     """Re-enqueue (or fail) up to ``limit`` stale rows; returns how many were handled."""
     qs = get_queue_settings()
     now = now or timezone.now()
-    lease = datetime.timedelta(seconds=qs.lease_seconds)
+    lost = now - datetime.timedelta(seconds=qs.requeue_after_seconds)
     db = get_settings().tenant_db_alias
     stale = Q(status=Status.SENDING, lease_expires_at__lt=now) | Q(
-        Q(enqueued_at__lt=now - lease) | Q(enqueued_at__isnull=True),
+        Q(enqueued_at__lt=lost) | Q(enqueued_at__isnull=True),
         status=Status.QUEUED,
-        next_attempt_at__lt=now - lease,
+        next_attempt_at__lt=lost,
     )
     failed: list[OutboxMessage] = []
     with transaction.atomic(using=db):
@@ -109,3 +113,25 @@ def maybe_recover() -> int:
         return 0
     _last_run = now
     return recover_stale()
+
+
+def watch(lease_expires_at: datetime.datetime) -> None:
+    """Make sure a recovery task runs after this lease expires, even if this process dies.
+
+    An idle worker runs none of our code, so a row left ``sending`` by a killed worker would
+    wait for cron (``tenantmail_recover``). Instead, the claiming worker enqueues a delayed
+    ``recover_outbox`` task *before* it sends: another worker runs it after the lease. One
+    watchdog covers every lease that ends within half a lease of it, so steady traffic costs
+    one extra task per half lease per process, not one per message.
+    """
+    global _watched_until
+    if _watched_until is not None and lease_expires_at <= _watched_until:
+        return
+    margin = datetime.timedelta(seconds=get_queue_settings().lease_seconds / 2)
+    run_after = lease_expires_at + margin
+    try:
+        enqueue_watchdog(run_after)
+    except Exception:  # the send matters more; cron / other workers still recover
+        logger.exception("tenantmail: could not enqueue the outbox recovery watchdog")
+        return
+    _watched_until = run_after

@@ -14,7 +14,7 @@ try:
 except ImportError:  # pragma: no cover - Django 5.2, exercised by the matrix
     from django_tasks import task, task_backends  # type: ignore[no-redef,assignment,unused-ignore]
 
-__all__ = ["deliver_outbox", "task_backends"]
+__all__ = ["deliver_outbox", "recover_outbox", "task_backends"]
 
 
 @task
@@ -25,15 +25,33 @@ def deliver_outbox(outbox_id: int) -> str:
     return deliver(outbox_id)
 
 
+@task
+def recover_outbox() -> int:
+    """The watchdog: re-enqueue rows whose worker died (see :func:`.recovery.watch`)."""
+    from .recovery import recover_stale
+
+    return recover_stale()
+
+
 def enqueue_task(outbox_id: int, *, priority: int = 0, run_after: Any = None) -> None:
     """Enqueue :func:`deliver_outbox` on the configured backend and queue."""
+    _enqueue(deliver_outbox, (outbox_id,), priority=priority, run_after=run_after)
+
+
+def enqueue_watchdog(run_after: Any) -> None:
+    _enqueue(recover_outbox, (), run_after=run_after)
+
+
+def _enqueue(
+    task_: Any, args: tuple[Any, ...], *, priority: int = 0, run_after: Any = None
+) -> None:
     from .conf import get_queue_settings
 
     qs = get_queue_settings()
     backend = task_backends[qs.task_backend]
-    configured = deliver_outbox.using(backend=qs.task_backend, queue_name=qs.queue_name)
+    configured = task_.using(backend=qs.task_backend, queue_name=qs.queue_name)
     if priority and backend.supports_priority:
         configured = configured.using(priority=priority)
     if run_after is not None and backend.supports_defer:
         configured = configured.using(run_after=run_after)
-    configured.enqueue(outbox_id)
+    configured.enqueue(*args)

@@ -16,8 +16,7 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import transaction
-from django.db.models import Q
+from django.db import connections
 from django.utils import timezone
 
 from ..backends import TenantBackend
@@ -37,34 +36,41 @@ Status = OutboxMessage.Status
 MAX_ERROR_LENGTH = 2000
 
 
+_CLAIM_SQL = """
+UPDATE {table} SET status = %s, attempts = attempts + 1, claim_token = %s, lease_expires_at = %s
+WHERE id = (
+    SELECT id FROM {table}
+    WHERE id = %s AND ((status = %s AND next_attempt_at <= %s)
+                       OR (status = %s AND lease_expires_at < %s))
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING *
+"""
+
+
 def claim(outbox_id: int, *, now: datetime.datetime | None = None) -> OutboxMessage | None:
     """Take the row for this worker (status ``sending``, a fresh lease), or ``None``.
 
     ``None`` when it is not due, already done, or held by a live worker: the task is then a
-    harmless no-op (a duplicate task from recovery, say).
+    harmless no-op (a duplicate task from recovery, say). One statement (``UPDATE … WHERE id =
+    (SELECT … FOR UPDATE SKIP LOCKED) RETURNING *``): no transaction held open, one round trip.
     """
     now = now or timezone.now()
     db = get_settings().tenant_db_alias
     lease = datetime.timedelta(seconds=get_queue_settings().lease_seconds)
-    with transaction.atomic(using=db):
-        row = (
-            OutboxMessage.objects.using(db)
-            .select_for_update(skip_locked=True)
-            .filter(pk=outbox_id)
-            .filter(
-                Q(status=Status.QUEUED, next_attempt_at__lte=now)
-                | Q(status=Status.SENDING, lease_expires_at__lt=now)
-            )
-            .first()
-        )
-        if row is None:
-            return None
-        row.status = Status.SENDING
-        row.attempts += 1
-        row.claim_token = uuid.uuid4().hex
-        row.lease_expires_at = now + lease
-        row.save(update_fields=["status", "attempts", "claim_token", "lease_expires_at"])
-    return row
+    sql = _CLAIM_SQL.format(table=connections[db].ops.quote_name(OutboxMessage._meta.db_table))
+    params = [
+        Status.SENDING.value,
+        uuid.uuid4().hex,
+        now + lease,
+        outbox_id,
+        Status.QUEUED.value,
+        now,
+        Status.SENDING.value,
+        now,
+    ]
+    rows = list(OutboxMessage.objects.db_manager(db).raw(sql, params))
+    return rows[0] if rows else None
 
 
 def deliver(outbox_id: int) -> str:
@@ -73,6 +79,8 @@ def deliver(outbox_id: int) -> str:
     row = claim(outbox_id)
     if row is None:
         return "skipped"
+    assert row.lease_expires_at is not None
+    recovery.watch(row.lease_expires_at)
     wait = ratelimit.reserve(row.tenant_schema)
     if wait > 0:
         _defer(row, wait)

@@ -37,6 +37,7 @@ FAST_QUEUE = {
     "BACKOFF_MAX_SECONDS": 1,
     "MAX_ATTEMPTS": 4,
     "RECOVER_EVERY_SECONDS": 0.5,
+    "REQUEUE_AFTER_SECONDS": 30,
 }
 
 
@@ -71,7 +72,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            from collections import Counter
+
+            statuses = Counter(OutboxMessage.objects.values_list("status", flat=True))
+            pytest.fail(f"timed out after {timeout}s waiting for {what}\noutbox: {statuses}")
         time.sleep(0.05)
 
 
@@ -124,6 +128,25 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_state() -> Iterator[None]:
+    """Per-process worker state (recovery throttle, watchdog horizon) starts empty."""
+    from tenantmail.queue import recovery
+
+    recovery._last_run = -float("inf")
+    recovery._watched_until = None
+    yield
+    recovery._last_run = -float("inf")
+    recovery._watched_until = None
+
+
+def deliveries() -> Any:
+    """The delivery tasks (not the recovery watchdogs) in the task table."""
+    from django_tasks_db.models import DBTaskResult
+
+    return DBTaskResult.objects.filter(task_path="tenantmail.queue.tasks.deliver_outbox")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from tenantmail.queue.recovery import maybe_recover, recover_stale
 from tenantmail.queue.worker import claim, deliver
 from tenantmail.testing import FakeESP
 from tests.conftest import ACME_KEY, PLATFORM_KEY, acme_options
+from tests.queue.conftest import deliveries
 
 pytestmark = pytest.mark.usefixtures("queue_settings")
 
@@ -113,7 +114,7 @@ def test_transient_errors_are_retried_with_backoff(
     # FAST_QUEUE: 0.2 s base with equal jitter -> 0.1..0.2 s
     delay = (row.next_attempt_at - before).total_seconds()
     assert 0.09 <= delay <= 0.5
-    retry_task = DBTaskResult.objects.get()
+    retry_task = deliveries().get()
     assert retry_task.args_kwargs["args"] == [row.pk]
     assert retry_task.run_after == row.next_attempt_at
     assert outcomes == [("message_retrying", "acme", row.pk)]
@@ -137,7 +138,7 @@ def test_permanent_errors_fail_at_once(
     assert deliver(row.pk) == "failed"
     row.refresh_from_db()
     assert (row.status, row.attempts) == (Status.FAILED, 1)
-    assert not DBTaskResult.objects.exists()
+    assert not deliveries().exists()
     assert outcomes == [("message_failed", "acme", row.pk)]
 
 
@@ -210,7 +211,7 @@ def test_recovery_requeues_rows_whose_lease_expired(
     row.refresh_from_db()
     assert (row.status, row.attempts, row.claim_token) == (Status.QUEUED, 1, "")
     assert "lease expired" in row.last_error
-    assert DBTaskResult.objects.get().args_kwargs["args"] == [row.pk]
+    assert deliveries().get().args_kwargs["args"] == [row.pk]
     assert recover_stale(now=later) == 0  # idempotent
 
 
@@ -232,9 +233,12 @@ def test_recovery_requeues_queued_rows_whose_task_was_lost(
     DBTaskResult.objects.all().delete()
     past = timezone.now() - datetime.timedelta(seconds=10)
     OutboxMessage.objects.filter(pk=row.pk).update(next_attempt_at=past, enqueued_at=past)
+    assert recover_stale() == 0  # merely waiting behind a backlog, for less than 30 s
+    past = timezone.now() - datetime.timedelta(seconds=31)
+    OutboxMessage.objects.filter(pk=row.pk).update(next_attempt_at=past, enqueued_at=past)
     with django_capture_on_commit_callbacks(execute=True):
         assert recover_stale() == 1
-    assert DBTaskResult.objects.count() == 1
+    assert deliveries().count() == 1
 
 
 def test_workers_recover_on_their_own_at_most_every_interval(tenants: Any, settings: Any) -> None:
@@ -279,3 +283,18 @@ def test_prune_command_deletes_only_old_finished_rows(tenants: Any) -> None:
     assert sorted(OutboxMessage.objects.values_list("subject", flat=True)) == ["q", "r"]
     call_command("tenantmail_prune_outbox", "--days", "0", stdout=out)
     assert list(OutboxMessage.objects.values_list("subject", flat=True)) == ["q"]
+
+
+def test_a_claim_schedules_one_watchdog_per_half_lease(tenants: Any) -> None:
+    from django_tasks_db.models import DBTaskResult
+
+    watchdogs = DBTaskResult.objects.filter(task_path="tenantmail.queue.tasks.recover_outbox")
+    first, second, third = _queue(), _queue(), _queue()
+    claimed = claim(first.pk)
+    assert deliver(first.pk) == "skipped"
+    assert claimed is not None
+    assert deliver(second.pk) == "sent"
+    assert deliver(third.pk) == "sent"  # within half a lease: covered by the same watchdog
+    (watchdog,) = watchdogs
+    # LEASE_SECONDS=2 in FAST_QUEUE: after the lease, plus half a lease.
+    assert watchdog.run_after > claimed.lease_expires_at
