@@ -125,3 +125,21 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.tenant_schema or '(platform)'} {self.status}: {self.subject}"
+
+
+class SendRate(models.Model):
+    """Per-tenant send-rate state shared by every queue worker (``tenantmail.queue.ratelimit``).
+
+    One row per rate-limited tenant: the GCRA "theoretical arrival time". Updated with a single
+    atomic statement, so the limit holds across processes without locks held between sends.
+    """
+
+    key = models.CharField(max_length=100, primary_key=True)
+    tat = models.DateTimeField()
+
+    class Meta:
+        verbose_name = _("send rate")
+        verbose_name_plural = _("send rates")
+
+    def __str__(self) -> str:
+        return self.key

@@ -31,6 +31,7 @@ class QueueSettings:
     fair_share: int = 50
     rate_limit: float | None = None
     tenant_rate_limits: Mapping[str, float | None] = field(default_factory=dict)
+    rate_limit_storage: str | None = None
     prune_after_days: int = 30
 
 
@@ -47,6 +48,7 @@ _KNOWN_KEYS = frozenset(
         "FAIR_SHARE",
         "RATE_LIMIT",
         "TENANT_RATE_LIMITS",
+        "RATE_LIMIT_STORAGE",
         "PRUNE_AFTER_DAYS",
     }
 )
@@ -88,6 +90,17 @@ def _name(raw: Mapping[str, Any], key: str, default: str) -> str:
     return value
 
 
+def _storage(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or "://" not in value:
+        raise _error(
+            "RATE_LIMIT_STORAGE",
+            'must be None (the database) or a `limits` storage URI such as "redis://host:6379"',
+        )
+    return value
+
+
 def load_queue_settings() -> QueueSettings:
     tenantmail = getattr(settings, "TENANTMAIL", {})
     raw = tenantmail.get("QUEUE", {}) if isinstance(tenantmail, Mapping) else {}
@@ -125,6 +138,7 @@ def load_queue_settings() -> QueueSettings:
         tenant_rate_limits={
             str(schema): _rate(value, "TENANT_RATE_LIMITS") for schema, value in overrides.items()
         },
+        rate_limit_storage=_storage(raw.get("RATE_LIMIT_STORAGE")),
         prune_after_days=int(_number(raw, "PRUNE_AFTER_DAYS", d.prune_after_days, minimum=0)),
     )
 

@@ -64,8 +64,11 @@ def committed[T](fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def _delete_queue_rows() -> None:
     from django_tasks_db.models import DBTaskResult
 
+    from tenantmail.models import SendRate
+
     OutboxMessage.objects.all().delete()
     DBTaskResult.objects.all().delete()
+    SendRate.objects.all().delete()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -155,21 +158,25 @@ def queue_settings(settings: Any) -> dict[str, Any]:
     return settings.TENANTMAIL["QUEUE"]  # type: ignore[no-any-return]
 
 
-@pytest.fixture
-def workers(
-    tenants: Any, fake_esp: FakeESP, tmp_path: Path, queue_settings: dict[str, Any]
-) -> Iterator[Workers]:
-    env = {
+def worker_env(fake_esp: FakeESP, queue: dict[str, Any]) -> dict[str, str]:
+    """The environment of a worker process: test database, fake ESP, these queue settings."""
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.queue.worker_settings",
         "PYTHONPATH": str(ROOT),
         "TENANTMAIL_TEST_DB_NAME": connection.settings_dict["NAME"],
         "TENANTMAIL_PLATFORM_KEY": PLATFORM_KEY,
         "TENANTMAIL_FAKE_MAILGUN_URL": fake_esp.mailgun_api_url,
-        "TENANTMAIL_QUEUE": json.dumps(queue_settings),
+        "TENANTMAIL_QUEUE": json.dumps(queue),
     }
+
+
+@pytest.fixture
+def workers(
+    tenants: Any, fake_esp: FakeESP, tmp_path: Path, queue_settings: dict[str, Any]
+) -> Iterator[Workers]:
     committed(_delete_queue_rows)
-    pool = Workers(env, tmp_path)
+    pool = Workers(worker_env(fake_esp, queue_settings), tmp_path)
     try:
         yield pool
     finally:

@@ -25,7 +25,13 @@ from tests.conftest import (
     PLATFORM_KEY,
     acme_options,
 )
-from tests.queue.conftest import Workers, committed, wait_until
+from tests.queue.conftest import (
+    Workers,
+    _delete_queue_rows,
+    committed,
+    wait_until,
+    worker_env,
+)
 from tests.tenants_app.models import Client
 
 Status = OutboxMessage.Status
@@ -193,3 +199,29 @@ def test_fairness_with_a_10000_message_burst(workers: Workers, fake_esp: FakeESP
         f"the small tenant's 10\n{workers.logs()}",
     )
     assert time.monotonic() - started < 20
+
+
+def test_a_tenants_rate_limit_holds_across_two_workers(
+    fake_esp: FakeESP, tmp_path: Any, settings: Any, tenants: Any, queue_settings: Any
+) -> None:
+    limited = {**queue_settings, "TENANT_RATE_LIMITS": {"acme": 2}}
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": limited}
+    committed(_delete_queue_rows)
+    pool = Workers(worker_env(fake_esp, limited), tmp_path)
+    try:
+        subjects = [f"r{i:02d}" for i in range(10)]
+        _queue("acme", subjects)
+        _queue("globex", ["unlimited"])
+        pool.start()
+        pool.start()
+        wait_until(lambda: _all_sent(11), 45, f"all sent\n{pool.logs()}")
+    finally:
+        pool.stop()
+        committed(_delete_queue_rows)
+    times = sorted(m.received_at for m in fake_esp.messages if m.subject.startswith("r"))
+    assert len(times) == 10
+    # GCRA at 2/s with a one-second burst: at most 2 + 2*w messages in any window of w seconds.
+    for i, start in enumerate(times):
+        in_window = sum(1 for t in times[i:] if t - start <= 1.0)
+        assert in_window <= 4 + 1, (in_window, times)  # +1: a message on the boundary
+    assert times[-1] - times[0] >= (10 - 2) / 2 - 0.3
