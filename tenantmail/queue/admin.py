@@ -1,10 +1,14 @@
 """The operators' view of the outbox: list, filter, search; retry failed rows. Read-only content.
 
-Registered on ``admin.site`` when Django's admin autodiscovers ``tenantmail.admin``.
+Registered on ``admin.site`` (when ``django.contrib.admin`` is installed) by importing
+``tenantmail.admin``, which Django's admin autodiscovery does.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from django.apps import apps
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -13,9 +17,13 @@ from django.utils import timezone
 from ..models import OutboxMessage
 from .tasks import enqueue_task
 
+if TYPE_CHECKING:
+    _Base = admin.ModelAdmin[OutboxMessage]
+else:  # ModelAdmin is only subscriptable at runtime under django-stubs-ext's monkeypatch
+    _Base = admin.ModelAdmin
 
-@admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin[OutboxMessage]):
+
+class OutboxMessageAdmin(_Base):
     list_display = (
         "id",
         "tenant_label",
@@ -59,4 +67,10 @@ class OutboxMessageAdmin(admin.ModelAdmin[OutboxMessage]):
             row.enqueued_at = now
             row.save(update_fields=["status", "attempts", "next_attempt_at", "enqueued_at"])
             enqueue_task(row.pk, priority=row.priority)
-        self.message_user(request, f"{len(rows)} message(s) queued again.", messages.SUCCESS)
+        self.message_user(
+            request, f"{len(rows)} message(s) queued again.", messages.SUCCESS, fail_silently=True
+        )
+
+
+if apps.is_installed("django.contrib.admin"):
+    admin.site.register(OutboxMessage, OutboxMessageAdmin)
