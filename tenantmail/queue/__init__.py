@@ -15,8 +15,26 @@ Settings: ``TENANTMAIL["QUEUE"]`` (:mod:`tenantmail.queue.conf`).
 
 from __future__ import annotations
 
-from .backend import QueuedBackend
-from .enqueue import enqueue
+from typing import TYPE_CHECKING, Any
+
 from .exceptions import SecretOverrideError, UnstorableMessageError
 
+if TYPE_CHECKING:
+    from .backend import QueuedBackend
+    from .enqueueing import enqueue
+
 __all__ = ["QueuedBackend", "SecretOverrideError", "UnstorableMessageError", "enqueue"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing the package (its system checks do, at startup) must not import the task
+    # framework or the models; only using the queue does.
+    if name == "QueuedBackend":
+        from .backend import QueuedBackend
+
+        return QueuedBackend
+    if name == "enqueue":
+        from .enqueueing import enqueue
+
+        return enqueue
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from ..tenancy import TenantLike
-from .enqueue import check_options, enqueue_many
+from .enqueueing import check_options, enqueue_many
 
 
 class QueuedBackend(BaseEmailBackend):

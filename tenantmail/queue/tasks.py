@@ -9,10 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..exceptions import TenantMailConfigurationError
+
 try:
     from django.tasks import task, task_backends
 except ImportError:  # pragma: no cover - Django 5.2, exercised by the matrix
-    from django_tasks import task, task_backends  # type: ignore[no-redef,assignment,unused-ignore]
+    try:
+        from django_tasks import (  # type: ignore[no-redef,assignment,unused-ignore]
+            task,
+            task_backends,
+        )
+    except ImportError as error:
+        raise TenantMailConfigurationError(
+            "queued sending needs Django 6.0+ or the django-tasks backport: "
+            'pip install "tenantmail[queue]" and add "django_tasks" to INSTALLED_APPS',
+            setting="EMAIL_BACKEND / MAILERS (tenantmail.queue)",
+        ) from error
 
 __all__ = ["deliver_outbox", "recover_outbox", "task_backends"]
 

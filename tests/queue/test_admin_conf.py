@@ -7,6 +7,7 @@ import email.utils
 import smtplib
 from typing import Any
 
+import django
 import pytest
 import requests
 from anymail.exceptions import AnymailAPIError, AnymailRequestsAPIError, AnymailUnsupportedFeature
@@ -130,3 +131,36 @@ def test_backoff_is_exponential_jittered_capped_and_respects_retry_after() -> No
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1  # jittered
     assert backoff(1, qs, Verdict(transient=True, retry_after=500)) == 500
+
+
+def _queue_checks() -> list[str]:
+    from tenantmail.queue.checks import check_queue
+
+    return [m.id for m in check_queue()]
+
+
+def test_queue_checks_are_silent_when_the_queue_is_not_used(settings: Any) -> None:
+    settings.TENANTMAIL = {"DEFAULT": {"BACKEND": "smtp"}}
+    settings.TASKS = {"default": {"BACKEND": "nope.Nope"}}
+    assert _queue_checks() == []
+
+
+def test_queue_check_ids(settings: Any) -> None:
+    immediate = (
+        "django.tasks.backends.immediate.ImmediateBackend"
+        if django.VERSION >= (6, 0)
+        else "django_tasks.backends.immediate.ImmediateBackend"
+    )
+    settings.TENANTMAIL = {"QUEUE": {}}
+    assert _queue_checks() == []
+    settings.TENANTMAIL = {"QUEUE": {"MAX_ATTEMPTS": "many"}}
+    assert _queue_checks() == ["tenantmail.Q001"]
+    settings.TENANTMAIL = {"QUEUE": {"TASK_BACKEND": "missing"}}
+    assert _queue_checks() == ["tenantmail.Q002"]
+    settings.TENANTMAIL = {}
+    if hasattr(settings, "MAILERS"):
+        settings.MAILERS = {"default": {"BACKEND": "tenantmail.queue.QueuedBackend"}}
+    else:
+        settings.EMAIL_BACKEND = "tenantmail.queue.QueuedBackend"
+    settings.TASKS = {"default": {"BACKEND": immediate}}
+    assert _queue_checks() == ["tenantmail.Q003"]

@@ -47,7 +47,7 @@ def _queue(tenant: str, subjects: list[str]) -> list[int]:
 
 
 def enqueue_all(messages: list[EmailMessage], tenant: str) -> list[OutboxMessage]:
-    from tenantmail.queue.enqueue import enqueue_many
+    from tenantmail.queue.enqueueing import enqueue_many
 
     return enqueue_many(messages, tenant=tenant)
 

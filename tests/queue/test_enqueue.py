@@ -126,6 +126,12 @@ def test_secret_overrides_are_refused_and_never_stored(tenants: Any, option: str
     assert not OutboxMessage.objects.exists()
 
 
+def test_none_valued_overrides_carry_nothing_and_are_accepted(tenants: Any) -> None:
+    # What send_mail() passes to get_connection() on Django < 6.1.
+    backend = QueuedBackend(username=None, password=None, fail_silently=False)
+    assert backend.options == {}
+
+
 def test_non_secret_overrides_and_a_mailer_alias_are_fine(tenants: Any) -> None:
     backend = QueuedBackend(mailer="tenants", requests_timeout=7, alias="queued")
     assert "requests_timeout" in repr(backend)
@@ -172,3 +178,16 @@ def test_a_preset_message_id_is_kept(tenants: Any) -> None:
     message = _message()
     message.extra_headers["message-id"] = "<fixed@example.com>"
     assert enqueue(message, tenant="acme").message_id == "<fixed@example.com>"
+
+
+def test_the_public_names_resolve_after_the_submodules_are_imported() -> None:
+    import tenantmail.queue
+    import tenantmail.queue.backend
+    from tenantmail.queue import QueuedBackend as Backend
+    from tenantmail.queue import enqueue as enqueue_function
+
+    assert callable(enqueue_function)
+    assert enqueue_function.__name__ == "enqueue"
+    assert Backend.__name__ == "QueuedBackend"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        tenantmail.queue.nothing  # noqa: B018

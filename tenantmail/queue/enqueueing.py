@@ -40,7 +40,12 @@ def capture_tenant(explicit: TenantLike = None) -> ActiveTenant | None:
 
 
 def check_options(options: Mapping[str, Any], *, tenant: str | None) -> dict[str, Any]:
-    """Only options known to be harmless may be stored; a credential is refused, by name only."""
+    """Only options known to be harmless may be stored; a credential is refused, by name only.
+
+    ``None`` values carry nothing and are dropped: Django before 6.1 passes
+    ``get_connection(username=None, password=None)`` from every ``send_mail()``.
+    """
+    options = {name: value for name, value in options.items() if value is not None}
     secret = sorted(name for name in options if name not in PUBLIC_OPTION_NAMES)
     if secret:
         raise SecretOverrideError(
