@@ -1,13 +1,14 @@
 """Bring back what a dead worker left behind; idempotent and safe to run from many places.
 
-Two kinds of row are stale: ``sending`` with an expired lease (the worker died mid-send), and
-``queued`` rows overdue by more than ``REQUEUE_AFTER_SECONDS`` whose task was enqueued as long
-ago (the task was probably lost: a worker died after taking the task but before claiming the
-row, or enqueueing failed after the commit). That threshold is long (an hour) because a row
-merely waiting behind a big backlog looks the same; re-enqueueing it would only add a no-op
-task, at most once per threshold. Both get a fresh task; the claim makes any duplicate task a
-no-op. A row that exhausted ``MAX_ATTEMPTS`` by dying mid-send every time (a poison message) is
-failed instead.
+Stale rows: ``sending`` with an expired lease (the worker died mid-send), and ``queued`` rows
+whose task was lost. With django-tasks-db a lost task is known exactly: a delivery task still
+``RUNNING`` a lease after it started, on a row never claimed (the worker died between taking the
+task and claiming the row); such task rows are marked failed, so they don't stay RUNNING
+forever. With any backend, a ``queued`` row overdue by more than ``REQUEUE_AFTER_SECONDS``
+whose task was enqueued as long ago is presumed lost too (a long threshold, because a row merely
+waiting behind a big backlog looks the same; re-enqueueing it only adds a no-op task). All get a
+fresh task; the claim makes any duplicate task a no-op. A row that exhausted ``MAX_ATTEMPTS`` by
+dying mid-send every time (a poison message) is failed instead.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def recover_stale(*, now: datetime.datetime | None = None, limit: int = BATCH) -
         status=Status.QUEUED,
         next_attempt_at__lt=lost,
     )
+    orphans = _orphaned_by_dead_db_workers(now - datetime.timedelta(seconds=qs.lease_seconds))
+    if orphans:
+        stale |= Q(pk__in=orphans, status=Status.QUEUED)
     failed: list[OutboxMessage] = []
     with transaction.atomic(using=db):
         rows = list(
@@ -97,6 +101,49 @@ def recover_stale(*, now: datetime.datetime | None = None, limit: int = BATCH) -
             len(failed),
         )
     return len(rows)
+
+
+DELIVER_TASK = "tenantmail.queue.tasks.deliver_outbox"
+
+
+def _orphaned_by_dead_db_workers(started_before: datetime.datetime) -> list[int]:
+    """Outbox ids whose django-tasks-db delivery task a dead worker left RUNNING.
+
+    Those task rows are marked FAILED (they would otherwise stay RUNNING forever); their
+    messages are re-enqueued by the caller if still queued. Other task backends: nothing.
+    """
+    from .tasks import task_backends
+
+    qs = get_queue_settings()
+    try:
+        from django_tasks_db.backend import DatabaseBackend
+        from django_tasks_db.compat import TaskResultStatus
+        from django_tasks_db.models import DBTaskResult
+    except ImportError:
+        return []
+    if not isinstance(task_backends[qs.task_backend], DatabaseBackend):
+        return []
+    dead = DBTaskResult.objects.filter(
+        backend_name=qs.task_backend,
+        task_path=DELIVER_TASK,
+        status=TaskResultStatus.RUNNING,
+        started_at__lt=started_before,
+    )[:BATCH]
+    ids: list[int] = []
+    task_ids = []
+    for task_id, args_kwargs in dead.values_list("id", "args_kwargs"):
+        task_ids.append(task_id)
+        args = args_kwargs.get("args") or [None]
+        if isinstance(args[0], int):
+            ids.append(args[0])
+    if task_ids:
+        DBTaskResult.objects.filter(id__in=task_ids, status=TaskResultStatus.RUNNING).update(
+            status=TaskResultStatus.FAILED,
+            finished_at=timezone.now(),
+            exception_class_path="tenantmail.queue.recovery.WorkerLost",
+            traceback="The worker running this task stopped; tenantmail re-enqueued the message.",
+        )
+    return ids
 
 
 def _enqueue(requeued: list[tuple[int, int]]) -> None:

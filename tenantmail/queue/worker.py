@@ -27,6 +27,7 @@ from ..models import OutboxMessage
 from ..tenancy import sending_as
 from . import ratelimit, recovery, serialize, signals
 from .conf import get_queue_settings
+from .exceptions import UnstorableMessageError
 from .retry import backoff, classify
 from .tasks import enqueue_task
 
@@ -75,18 +76,19 @@ def claim(outbox_id: int, *, now: datetime.datetime | None = None) -> OutboxMess
 
 def deliver(outbox_id: int) -> str:
     """Run by the task: returns ``sent``, ``retrying``, ``failed``, ``deferred`` or ``skipped``."""
+    # Before anything else: should this process die from here on (even before the claim),
+    # a recovery task runs after the lease on another worker.
+    recovery.watch(timezone.now() + datetime.timedelta(seconds=get_queue_settings().lease_seconds))
     recovery.maybe_recover()
     row = claim(outbox_id)
     if row is None:
         return "skipped"
-    assert row.lease_expires_at is not None
-    recovery.watch(row.lease_expires_at)
     wait = ratelimit.reserve(row.tenant_schema)
     if wait > 0:
         _defer(row, wait)
         return "deferred"
     try:
-        message = serialize.load(row.payload)
+        message = _load(row)
         with _as_tenant(row):
             sent = _delivery_backend(row).send_messages([message])
         if not sent:
@@ -95,6 +97,15 @@ def deliver(outbox_id: int) -> str:
         return _failed(row, exc)
     _sent(row, message)
     return "sent"
+
+
+def _load(row: OutboxMessage) -> EmailMessage:
+    try:
+        return serialize.load(row.payload)
+    except (ValueError, LookupError, ImportError, AttributeError, TypeError) as exc:
+        # A payload this code cannot rebuild (a class since removed, a newer format) will not
+        # get better by retrying: fail it now.
+        raise UnstorableMessageError(f"the stored message cannot be rebuilt: {exc}") from exc
 
 
 def _as_tenant(row: OutboxMessage) -> Any:

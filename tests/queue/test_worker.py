@@ -298,3 +298,33 @@ def test_a_claim_schedules_one_watchdog_per_half_lease(tenants: Any) -> None:
     (watchdog,) = watchdogs
     # LEASE_SECONDS=2 in FAST_QUEUE: after the lease, plus half a lease.
     assert watchdog.run_after > claimed.lease_expires_at
+
+
+def test_a_payload_that_cannot_be_rebuilt_fails_at_once(tenants: Any) -> None:
+    row = _queue()
+    payload = {**row.payload, "class": "no.such.Message"}
+    OutboxMessage.objects.filter(pk=row.pk).update(payload=payload)
+    assert deliver(row.pk) == "failed"
+    row.refresh_from_db()
+    assert "UnstorableMessageError: the stored message cannot be rebuilt" in row.last_error
+
+
+def test_a_task_a_dead_db_worker_left_running_is_recovered_and_closed(
+    tenants: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        row = _queue()
+    # A db_worker took the task (RUNNING) and died before claiming the row.
+    started = timezone.now() - datetime.timedelta(seconds=1)
+    deliveries().update(status="RUNNING", started_at=started)
+    (orphan,) = deliveries()
+    assert recover_stale() == 0  # still within the lease (2 s): maybe just slow
+    later = timezone.now() + datetime.timedelta(seconds=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert recover_stale(now=later) == 1
+    orphan.refresh_from_db()
+    assert orphan.status == "FAILED"
+    assert orphan.exception_class_path == "tenantmail.queue.recovery.WorkerLost"
+    fresh = deliveries().exclude(pk=orphan.pk).get()
+    assert fresh.args_kwargs["args"] == [row.pk]
+    assert deliver(row.pk) == "sent"
