@@ -118,13 +118,14 @@ def enqueue_many(
     if not rows:
         return []
     db = get_settings().tenant_db_alias
-    with transaction.atomic(using=db):
-        backlog = _backlog(schema, qs.fair_share * -MIN_PRIORITY)
-        for position, row in enumerate(rows, start=backlog):
-            row.priority = _priority(position, qs.fair_share)
-        OutboxMessage.objects.using(db).bulk_create(rows)
-        scheduled = [(row.pk, row.priority) for row in rows]
-        transaction.on_commit(lambda: _enqueue_tasks(scheduled, run_after), using=db, robust=True)
+    # No transaction of our own: bulk_create is one INSERT (all rows or none), and outside the
+    # caller's transaction on_commit runs at once. Two round trips fewer per send_mail().
+    backlog = _backlog(schema, qs.fair_share * -MIN_PRIORITY)
+    for position, row in enumerate(rows, start=backlog):
+        row.priority = _priority(position, qs.fair_share)
+    OutboxMessage.objects.using(db).bulk_create(rows)
+    scheduled = [(row.pk, row.priority) for row in rows]
+    transaction.on_commit(lambda: _enqueue_tasks(scheduled, run_after), using=db, robust=True)
     for row in rows:
         signals.message_queued.send(sender=OutboxMessage, outbox=row, tenant=schema or None)
     return rows
