@@ -206,3 +206,16 @@ def test_unknown_payloads_are_rejected_when_loading() -> None:
     payload["attrs"]["body"] = {"__bogus__": 1}
     with pytest.raises(ValueError, match="unknown stored value"):
         load(payload)
+
+
+def test_the_full_message_is_accepted_by_a_real_anymail_backend_after_the_round_trip(
+    tenants: Any, fake_esp: Any
+) -> None:
+    from tenantmail.queue.worker import deliver
+
+    row = enqueue(full_message(), tenant="acme")
+    assert deliver(row.pk) == "sent", OutboxMessage.objects.get(pk=row.pk).last_error
+    (received,) = fake_esp.messages
+    assert received.subject == "Ünïcode subject"
+    assert received.metadata["order"] == "42"
+    assert received.to == ["a@example.com", "b@example.com", "c@example.com", "d@example.com"]
