@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 # Django versions the suite also runs against (the main venv has the newest, 6.1).
 DJANGO_MATRIX := 5.2 6.0
-EXTRAS := mailgun,postmark,sendgrid,amazon-ses,brevo,resend
+EXTRAS := mailgun,postmark,sendgrid,amazon-ses,brevo,resend,queue
 
 .PHONY: help install lint typecheck pytest matrix test test-fast test-slow demo serve chromium bench clean
 

@@ -4,7 +4,8 @@ Starts (or reuses) an embedded PostgreSQL, migrates the shared and tenant schema
 -- acme on a Mailgun sub-account key, globex on a Postmark server token, hooli on its own SMTP
 server, initech with no config (platform fallback) -- and sends one message per tenant from
 inside that tenant's context, one per-send override, and one error mail raised during acme's
-request (which must leave through the platform's SMTP relay, not acme's account). Then prints
+request (which must leave through the platform's SMTP relay, not acme's account), and queued mail:
+one request per tenant enqueues a message and a real ``db_worker`` delivers them. Then prints
 what the servers actually received and exits non-zero if any message arrived with a credential
 other than the one expected for it.
 """
@@ -81,6 +82,8 @@ def main() -> int:
                 "error mail during acme", "(platform)", ""
             )
 
+            expected.update(_queue_demo(servers, run))
+
             _wait_for(servers, len(expected))
             rows = mailbox.rows(servers.received())
             status = _report(rows, expected)
@@ -95,6 +98,34 @@ def _webhooks(servers: DemoServers, run: str) -> int:
     from example_site import webhooks_demo
 
     return webhooks_demo.run(servers, run)
+
+
+def _queue_demo(servers: DemoServers, run: str) -> dict[str, Expected]:
+    """Queued sending: a request on each tenant's site enqueues mail; a db_worker delivers it."""
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client as Browser
+
+    from example_site import seed
+    from example_site.customers.models import Client
+
+    expected = {}
+    browser = Browser()
+    tenants = Client.objects.filter(schema_name__in=seed.tenant_seeds(servers))
+    for tenant in tenants.order_by("schema_name"):
+        subject = f"Queued welcome from {tenant.name} ({run})"
+        response = browser.post(
+            "/queue-welcome/", {"subject": subject}, HTTP_HOST=f"{tenant.schema_name}.localhost"
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"queueing for {tenant.schema_name} failed: {response.content!r}")
+        label = f"{tenant.schema_name} (queued{'' if tenant.mail_backend else ', fallback'})"
+        credential = seed.expected_credential(tenant.schema_name, servers)
+        expected[subject] = Expected(label, tenant.schema_name, credential)
+    connection.set_schema_to_public()
+    # The same worker `manage.py db_worker` runs; --batch: deliver what is queued, then exit.
+    call_command("db_worker", "--batch", "--no-startup-delay", "--no-reload", verbosity=0)
+    return expected
 
 
 def _log_error(text: str, handler_class: type[logging.Handler]) -> None:

@@ -35,7 +35,11 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.admin",
     "tenantmail",
+    # Queued sending (tenantmail.queue): the task table lives in the public schema.
+    "django_tasks_db",
 ]
+if django.VERSION < (6, 0):
+    SHARED_APPS.append("django_tasks")  # the django-tasks backport provides TASKS on 5.2
 TENANT_APPS = ["django.contrib.contenttypes"]
 INSTALLED_APPS = SHARED_APPS + [a for a in TENANT_APPS if a not in SHARED_APPS]
 TENANT_MODEL = "customers.Client"
@@ -121,6 +125,9 @@ else:
         "DEFAULT": {"BACKEND": "mailgun", "OPTIONS": PLATFORM_MAILGUN},
         "ALLOWED_BACKENDS": ALLOWED_BACKENDS,
     }
+
+# Queued mail: `manage.py db_worker` runs these tasks (make demo runs one in-process).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 LOGGING = {
     "version": 1,

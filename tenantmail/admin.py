@@ -594,3 +594,7 @@ def tenantmail_fieldsets(backend: str | None = None) -> list[tuple[Any, dict[str
             options = {**options, "classes": ["collapse"]}
         out.append((title, options))
     return out
+
+
+# The outbox's admin lives with the queue; importing it here is what autodiscovery sees.
+from .queue import admin as _queue_admin  # noqa: E402, F401

@@ -13,6 +13,7 @@ class TenantMailConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
         from .invalidation import tenant_changed
+        from .queue import checks as _queue_checks  # noqa: F401  (the queue's, when it is used)
 
         tenant_model = getattr(settings, "TENANT_MODEL", None)
         if tenant_model:

@@ -118,6 +118,8 @@ _KNOWN_KEYS = {
     "TIMEOUT",
     "MAX_TIMEOUT",
     "BLOCK_PRIVATE_ENDPOINTS",
+    # Parsed by tenantmail.queue.conf (the queue is a subpackage; the core only admits the key).
+    "QUEUE",
 }
 
 

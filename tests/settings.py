@@ -20,7 +20,11 @@ SHARED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "tenantmail",
+    # tenantmail.queue: the task table lives in the public schema, like the outbox.
+    "django_tasks_db",
 ]
+if django.VERSION < (6, 0):
+    SHARED_APPS.append("django_tasks")  # the backport that provides TASKS on Django 5.2
 TENANT_APPS = ["django.contrib.contenttypes"]
 INSTALLED_APPS = SHARED_APPS + [a for a in TENANT_APPS if a not in SHARED_APPS]
 TENANT_MODEL = "tenants_app.Client"
@@ -43,6 +47,8 @@ TENANTMAIL: dict[str, object] = {
     "DEFAULT": {"BACKEND": "anymail.backends.test.EmailBackend"},
     "ENCRYPTION_KEYS": ["xiIWGnBVUb5If1g5m3r5Q1-aVuBHTMzjvgKqPewGFEw="],
 }
+# The queue's own tests point workers at this database backend (real db_worker processes).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

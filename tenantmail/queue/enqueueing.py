@@ -1,0 +1,162 @@
+"""``enqueue()``: store a message durably and schedule its delivery task on commit.
+
+The tenant is captured here, with the same resolution order as ``TenantBackend``
+(``tenant=`` > ``sending_as()`` > django-tenants' connection), via ``tenancy.current_tenant``;
+only its schema name is stored. Credentials never are: backend overrides must be non-secret.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from email.utils import make_msgid
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.utils import DNS_NAME
+from django.db import transaction
+from django.utils import timezone
+
+from ..conf import get_settings
+from ..masking import PUBLIC_OPTION_NAMES
+from ..models import OutboxMessage
+from ..tenancy import ActiveTenant, TenantLike, current_tenant
+from . import serialize, signals
+from .conf import MIN_PRIORITY, get_queue_settings
+from .exceptions import SecretOverrideError
+from .tasks import enqueue_task
+
+logger = logging.getLogger("tenantmail.queue")
+
+
+def capture_tenant(explicit: TenantLike = None) -> ActiveTenant | None:
+    """Who the mail is for, decided now (in the request), not in the worker.
+
+    The seam for the core's "unresolved" policy: whatever ``current_tenant`` decides for a send
+    with no tenant context (platform mail, or a raise) is what a queued send gets too.
+    """
+    return current_tenant(explicit)
+
+
+def check_options(options: Mapping[str, Any], *, tenant: str | None) -> dict[str, Any]:
+    """Only options known to be harmless may be stored; a credential is refused, by name only.
+
+    ``None`` values carry nothing and are dropped: Django before 6.1 passes
+    ``get_connection(username=None, password=None)`` from every ``send_mail()``.
+    """
+    options = {name: value for name, value in options.items() if value is not None}
+    secret = sorted(name for name in options if name not in PUBLIC_OPTION_NAMES)
+    if secret:
+        raise SecretOverrideError(
+            f"backend overrides {secret} may hold credentials, and credentials never enter the "
+            "queue; store them on the tenant (mail_options) or in a MAILERS alias and pass "
+            "mailer=<alias> instead",
+            tenant=tenant,
+            setting="QueuedBackend options",
+        )
+    return dict(options)
+
+
+def _message_id(message: EmailMessage, payload: dict[str, Any]) -> str:
+    """One stable Message-ID per message, so a resend after a crash is recognisably the same."""
+    headers = payload["attrs"].get("extra_headers", {"__dict__": {}})["__dict__"]
+    for name, value in headers.items():
+        if name.lower() == "message-id" and isinstance(value, str):
+            return value
+    message_id = make_msgid(domain=DNS_NAME.get_fqdn())
+    headers["Message-ID"] = message_id
+    payload["attrs"]["extra_headers"] = {"__dict__": headers}
+    return message_id
+
+
+def _backlog(schema: str, cap: int) -> int:
+    """How many messages this tenant already has waiting (counted up to ``cap``)."""
+    waiting = OutboxMessage.objects.filter(
+        tenant_schema=schema, status=OutboxMessage.Status.QUEUED
+    ).values("pk")[:cap]
+    return waiting.count()
+
+
+def _priority(position: int, fair_share: int) -> int:
+    # Each tenant's first `fair_share` waiting messages run at priority 0, the next at -1, ...:
+    # a burst sinks behind the few messages other tenants queue later (fairness between tenants).
+    return max(MIN_PRIORITY, -(position // fair_share))
+
+
+def enqueue_many(
+    messages: Sequence[EmailMessage],
+    *,
+    tenant: TenantLike = None,
+    run_after: datetime.datetime | None = None,
+    mailer: str = "",
+    options: Mapping[str, Any] | None = None,
+) -> list[OutboxMessage]:
+    """Store ``messages`` (all or none) and enqueue one delivery task each, on commit."""
+    active = capture_tenant(tenant)
+    schema = active.schema_name if active is not None else ""
+    stored_options = check_options(options or {}, tenant=schema or None)
+    qs = get_queue_settings()
+    now = timezone.now()
+    due = run_after if run_after is not None else now
+    rows = []
+    for message in messages:
+        payload = serialize.dump(message)  # refuses what cannot be stored, before any write
+        rows.append(
+            OutboxMessage(
+                tenant_schema=schema,
+                subject=str(message.subject or "")[:255],
+                message_id=_message_id(message, payload)[:255],
+                payload=payload,
+                mailer=mailer,
+                options=stored_options,
+                created_at=now,
+                next_attempt_at=due,
+                enqueued_at=now,
+            )
+        )
+    if not rows:
+        return []
+    db = get_settings().tenant_db_alias
+    # No transaction of our own: bulk_create is one INSERT (all rows or none), and outside the
+    # caller's transaction on_commit runs at once. Two round trips fewer per send_mail().
+    backlog = _backlog(schema, qs.fair_share * -MIN_PRIORITY)
+    for position, row in enumerate(rows, start=backlog):
+        row.priority = _priority(position, qs.fair_share)
+    OutboxMessage.objects.using(db).bulk_create(rows)
+    scheduled = [(row.pk, row.priority) for row in rows]
+    transaction.on_commit(lambda: _enqueue_tasks(scheduled, run_after), using=db, robust=True)
+    for row in rows:
+        signals.message_queued.send(sender=OutboxMessage, outbox=row, tenant=schema or None)
+    return rows
+
+
+def _enqueue_tasks(scheduled: list[tuple[int, int]], run_after: datetime.datetime | None) -> None:
+    for outbox_id, priority in scheduled:
+        try:
+            enqueue_task(outbox_id, priority=priority, run_after=run_after)
+        except Exception:
+            # The row is stored: `tenantmail_recover` (or any worker) re-enqueues it later.
+            logger.exception(
+                "tenantmail: could not enqueue the task for outbox message %s; it stays queued "
+                "and will be recovered",
+                outbox_id,
+            )
+
+
+def enqueue(
+    message: EmailMessage,
+    *,
+    tenant: TenantLike = None,
+    run_after: datetime.datetime | None = None,
+    mailer: str = "",
+    options: Mapping[str, Any] | None = None,
+) -> OutboxMessage:
+    """Queue one message for the tenant active now (or ``tenant=``); returns the stored row.
+
+    Inside a transaction the delivery task is enqueued when it commits (a rollback sends
+    nothing). ``run_after`` (an aware datetime) delays delivery.
+    """
+    return enqueue_many(
+        [message], tenant=tenant, run_after=run_after, mailer=mailer, options=options
+    )[0]
