@@ -47,9 +47,15 @@ def post(url: str, payload: tuple[bytes, str, dict[str, str]]) -> int:
 
 def make_row(tenant: str, esp_message_id: str) -> Any:
     assert OUTBOX is not None
-    return OUTBOX._default_manager.create(
-        tenant_schema=tenant, status="sent", esp_message_id=esp_message_id
-    )
+    # A real queued row (what enqueue() stores), then marked sent as the worker would.
+    from django.core.mail import EmailMessage
+
+    from tenantmail.queue import enqueue
+
+    row = enqueue(EmailMessage("Hi", "body", None, ["to@example.com"]), tenant=tenant)
+    OUTBOX._default_manager.filter(pk=row.pk).update(status="sent", esp_message_id=esp_message_id)
+    row.refresh_from_db()
+    return row
 
 
 def test_events_are_accepted_with_or_without_an_outbox(hooked: Tenants) -> None:
