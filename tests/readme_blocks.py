@@ -25,7 +25,9 @@ where the default is not enough; keep the annotated exceptions rare):
 ``<!-- readme-test: app-file -->``
     A module of the project's app; its first line is a comment naming the path
     (``# customers/models.py``). Written to disk before ``django.setup()``; migrations for the
-    models are made and applied. The tenant and domain models are found in ``models.py``.
+    models are made and applied. The tenant and domain models are found in ``models.py``. The
+    project's ``ROOT_URLCONF`` (the tenants' sites) is the test's own, serving the admin; an
+    app-file ``<app>/urls_public.py`` becomes django-tenants' ``PUBLIC_SCHEMA_URLCONF``.
 ``<!-- readme-test: raises=TenantMailConfigurationError -->``
     A snippet that shows an error: it must raise that exception (or a subclass).
 ``<!-- readme-test: run -->``

@@ -135,6 +135,10 @@ class Project:
             tenant_model=f"{self.app}.{tenant}",
             domain_model=f"{self.app}.{domain}",
         )
+        # django-tenants' public-site urlconf, when the README shows one as an app-file.
+        public_urls = f"{self.app}/urls_public.py"
+        if any(b.path == public_urls for b in app_files):
+            self.base += f"PUBLIC_SCHEMA_URLCONF = {self.app + '.urls_public'!r}\n"
 
     def write(self, settings_blocks: list[Block]) -> None:
         app_dir = self.root / self.app
