@@ -22,6 +22,8 @@ class TenantMailSource:
     backend: str | None
     options: Any = field(default_factory=dict, repr=False)
     defaults: Any = field(default_factory=dict)
+    #: The platform-set sub-account identifier (sub-account backends only; see tenantmail.esp).
+    subaccount: str = ""
 
 
 class TenantMailMixin(models.Model):
@@ -54,6 +56,18 @@ class TenantMailMixin(models.Model):
         ),
     )
 
+    mail_subaccount = models.CharField(
+        _("mail sub-account"),
+        max_length=200,
+        blank=True,
+        default="",
+        help_text=_(
+            "Set by the platform operator only: the ESP sub-account this tenant sends as with the "
+            'platform\'s parent credential (mail_backend "mailgun_subaccount", '
+            '"sparkpost_subaccount" or "amazon_ses_tenant"). Not a secret.'
+        ),
+    )
+
     class Meta:
         abstract = True
 
@@ -66,4 +80,5 @@ class TenantMailMixin(models.Model):
             backend=self.mail_backend or None,
             options=self.mail_options if self.mail_options is not None else {},
             defaults=self.mail_defaults if self.mail_defaults is not None else {},
+            subaccount=self.mail_subaccount or "",
         )
