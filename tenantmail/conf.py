@@ -18,6 +18,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_tenants.utils import get_public_schema_name, get_tenant_database_alias
 
+from .esp.subaccounts import SUBACCOUNT_BACKENDS, parse_subaccounts
 from .exceptions import TenantMailConfigurationError
 
 #: Short names a tenant may use in ``mail_backend`` instead of a dotted path.
@@ -37,6 +38,9 @@ BACKEND_ALIASES: Mapping[str, str] = {
     "sendgrid": "anymail.backends.sendgrid.EmailBackend",
     "sparkpost": "anymail.backends.sparkpost.EmailBackend",
     "unisender_go": "anymail.backends.unisender_go.EmailBackend",
+    # Sub-account mode (tenantmail.esp): safe to allow, as they send only for a tenant whose
+    # operator-only mail_subaccount is set, and only once TENANTMAIL["SUBACCOUNTS"] is.
+    **SUBACCOUNT_BACKENDS,
 }
 
 #: Options a tenant *must* set for each backend. Without them Anymail (and Django's SMTP backend
@@ -87,6 +91,8 @@ class TenantMailSettings:
     idle_timeout: float = 60.0
     tenant_cache_seconds: float = 5.0
     metadata_key: str | None = "tenant"
+    #: Parent credentials for sub-account mode, by ESP (``TENANTMAIL["SUBACCOUNTS"]``).
+    subaccounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: django-tenants' own settings, read once here rather than on every send.
     public_schema_name: str = "public"
     tenant_db_alias: str = "default"
@@ -102,6 +108,7 @@ _KNOWN_KEYS = {
     "IDLE_TIMEOUT",
     "TENANT_CACHE_SECONDS",
     "METADATA_KEY",
+    "SUBACCOUNTS",
 }
 
 
@@ -202,6 +209,7 @@ def load_settings() -> TenantMailSettings:
             raw, "TENANT_CACHE_SECONDS", defaults.tenant_cache_seconds, minimum=0
         ),
         metadata_key=metadata_key,
+        subaccounts=parse_subaccounts(raw.get("SUBACCOUNTS", {})),
         public_schema_name=get_public_schema_name(),
         tenant_db_alias=get_tenant_database_alias(),
     )

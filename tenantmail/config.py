@@ -28,6 +28,7 @@ from .conf import (
     expand_backend,
     get_settings,
 )
+from .esp.subaccounts import subaccount_kind, subaccount_options
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .isolation import ISOLATING_DEFAULTS as ISOLATING_DEFAULTS  # re-exported: moved there
@@ -138,6 +139,11 @@ def _tenant_account(
             tenant=schema,
             setting="mail_options",
         )
+    kind = subaccount_kind(backend)
+    if kind is not None:  # sub-account mode: the parent credential, never the tenant's options
+        return backend, subaccount_options(
+            kind, backend, options, source.subaccount, s.subaccounts, schema
+        )
     if not isinstance(options, Mapping):
         raise TenantMailConfigurationError(
             f"must be a JSON object of {backend}'s options, got {type(options).__name__}",
@@ -215,7 +221,13 @@ def _cache_key(
     """
     parts: list[Any] = [overrides]
     if source is not None:
-        parts += [source.backend, type(source.options).__name__, source.options, source.defaults]
+        parts += [
+            source.backend,
+            type(source.options).__name__,
+            source.options,
+            source.defaults,
+            source.subaccount,
+        ]
     try:
         text = _KEY_ENCODER.encode(parts)
     except (TypeError, ValueError):  # e.g. a circular structure
@@ -271,6 +283,14 @@ def _resolve(
             platform.mailer_alias,
         )
     if schema is not None:
+        if own_account and defaults.get("esp_extra") and subaccount_kind(backend) is not None:
+            raise TenantMailConfigurationError(
+                "'esp_extra' is not available in sub-account mode: with the platform's parent "
+                "credential it could name another tenant's sub-account, SES tenant or domain; "
+                "remove it",
+                tenant=schema,
+                setting="mail_defaults",
+            )
         check_esp_extra(defaults, own_account=own_account, tenant=schema)
     # None means "not given": Django's send_mail() passes username=None/password=None.
     merged = SecretDict(options)
