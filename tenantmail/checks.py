@@ -7,6 +7,8 @@
 - ``tenantmail.W001`` the tenant model does not use TenantMailMixin (all mail uses the platform)
 - ``tenantmail.W002`` an ALLOWED_BACKENDS entry cannot be imported
 - ``tenantmail.W003`` AdminEmailHandler would send error mail through a tenant's account
+- ``tenantmail.W010`` an explicitly allowed sub-account backend has no parent credential in
+  ``TENANTMAIL["SUBACCOUNTS"]`` (tenants choosing it cannot send)
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def check_settings(
     errors += _check_tenant_model()
     errors += _check_allowed_backends()
     errors += _check_admin_mail()
+    errors += _check_subaccounts()
     return errors
 
 
@@ -97,6 +100,27 @@ def _check_allowed_backends() -> list[checks.CheckMessage]:
                     f'TENANTMAIL["ALLOWED_BACKENDS"]: {error}',
                     hint="Install the ESP's extra (e.g. 'tenantmail[mailgun]') or remove it.",
                     id="tenantmail.W002",
+                )
+            )
+    return problems
+
+
+def _check_subaccounts() -> list[checks.CheckMessage]:
+    from .esp.subaccounts import SETTING, subaccount_kind
+
+    if not getattr(settings, "TENANTMAIL", {}).get("ALLOWED_BACKENDS"):
+        return []  # the default allow-list offers them; only an explicit choice is a mistake
+    s = get_settings()
+    problems: list[checks.CheckMessage] = []
+    for path in sorted(s.allowed_backends):
+        kind = subaccount_kind(path)
+        if kind is not None and kind.esp not in s.subaccounts:
+            problems.append(
+                checks.Warning(
+                    f'TENANTMAIL["ALLOWED_BACKENDS"] allows {path}, but {SETTING} has no '
+                    f"{kind.esp!r} entry: tenants in that sub-account mode cannot send.",
+                    hint=f'Add the parent credential: {SETTING} = {{"{kind.esp}": {{...}}}}.',
+                    id="tenantmail.W010",
                 )
             )
     return problems

@@ -271,3 +271,29 @@ def test_mailgun_header_is_on_the_session_not_the_message(fake_esp: FakeESP) -> 
     (received,) = fake_esp.wait_for(1)
     assert received.on_behalf_of == "sa-1"
     assert "X-Mailgun-On-Behalf-Of" not in msg.extra_headers
+
+
+def test_w010_allowed_sub_account_backend_without_parent(settings: Any) -> None:
+    from tenantmail.checks import check_settings
+
+    settings.TENANTMAIL = {
+        **settings.TENANTMAIL,
+        "ALLOWED_BACKENDS": ["mailgun", "mailgun_subaccount", "sparkpost_subaccount"],
+        "SUBACCOUNTS": {"sparkpost": {"api_key": SPARKPOST_PARENT}},
+    }
+    (warning,) = check_settings()
+    assert warning.id == "tenantmail.W010"
+    assert "MailgunSubaccountBackend" in warning.msg
+    assert SPARKPOST_PARENT not in warning.msg
+    settings.TENANTMAIL = {
+        **settings.TENANTMAIL,
+        "SUBACCOUNTS": {"mailgun": {"api_key": PARENT_KEY}, "sparkpost": {"api_key": "k"}},
+    }
+    assert check_settings() == []
+
+
+def test_w010_not_raised_for_the_default_allow_list(settings: Any) -> None:
+    from tenantmail.checks import check_settings
+
+    assert "ALLOWED_BACKENDS" not in settings.TENANTMAIL
+    assert check_settings() == []
