@@ -28,6 +28,7 @@ from .conf import (
     expand_backend,
     get_settings,
 )
+from .esp.subaccounts import SETTING as SUBACCOUNTS_SETTING
 from .esp.subaccounts import subaccount_kind, subaccount_options
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
@@ -60,6 +61,8 @@ class MailConfig:
     #: The MAILERS alias this config came from, if any (Django 6.1).
     mailer_alias: str | None = None
     fingerprint: str = ""
+    #: Sub-account mode (tenantmail.esp): where the parent credential comes from.
+    parent_setting: str | None = None
 
     @cached_property  # configs are memoized, so this is computed once per config
     def pool_key(self) -> tuple[str | None, str]:
@@ -69,6 +72,8 @@ class MailConfig:
     @property
     def setting_name(self) -> str:
         """Where a person fixes this config -- used in every error message."""
+        if self.parent_setting is not None:
+            return self.parent_setting  # the options are the parent's, not the tenant's
         if self.own_account:
             return "mail_options"
         if self.mailer_alias is not None:
@@ -282,8 +287,9 @@ def _resolve(
             dict(platform.options),
             platform.mailer_alias,
         )
+    kind = subaccount_kind(backend) if own_account else None
     if schema is not None:
-        if own_account and defaults.get("esp_extra") and subaccount_kind(backend) is not None:
+        if kind is not None and defaults.get("esp_extra"):
             raise TenantMailConfigurationError(
                 "'esp_extra' is not available in sub-account mode: with the platform's parent "
                 "credential it could name another tenant's sub-account, SES tenant or domain; "
@@ -303,6 +309,7 @@ def _resolve(
         own_account=own_account,
         mailer_alias=alias,
         fingerprint=fingerprint(backend, merged, alias),
+        parent_setting=None if kind is None else f'{SUBACCOUNTS_SETTING}["{kind.esp}"]',
     )
 
 

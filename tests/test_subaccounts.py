@@ -136,6 +136,8 @@ def test_parent_key_never_on_the_row_nor_in_repr(tenants: Tenants, subaccounts: 
     config = resolve(ActiveTenant("initech", Client.objects.get(pk=tenant.pk)))
     assert config.own_account
     assert config.tenant == "initech"
+    # Errors building the inner backend point at the parent's options, not the tenant's.
+    assert config.setting_name == 'TENANTMAIL["SUBACCOUNTS"]["mailgun"]'
     text = repr(config)
     assert PARENT_KEY not in text
     assert f"…{PARENT_KEY[-4:]}" in text
