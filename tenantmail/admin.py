@@ -35,6 +35,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .conf import BACKEND_ALIASES, expand_backend, get_settings
 from .config import resolve
+from .esp.subaccounts import SUBACCOUNT_BACKENDS
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .masking import mask, masked
@@ -107,6 +108,8 @@ BACKEND_OPTION_FIELDS: Mapping[str, tuple[str, ...]] = {
     BACKEND_ALIASES["sendgrid"]: ("api_key", "api_url"),
     BACKEND_ALIASES["sparkpost"]: ("api_key", "api_url"),
     BACKEND_ALIASES["unisender_go"]: ("api_key", "api_url"),
+    # Sub-account mode: the tenant holds no option at all (the parent's are in settings).
+    **dict.fromkeys(SUBACCOUNT_BACKENDS.values(), ()),
 }
 
 _SHORT_NAMES = {path: short for short, path in BACKEND_ALIASES.items()}

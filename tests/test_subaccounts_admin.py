@@ -97,3 +97,17 @@ def test_the_admin_reports_a_missing_parent_credential(tenants: Tenants) -> None
     )
     assert not form.is_valid()
     assert 'TENANTMAIL["SUBACCOUNTS"]["sparkpost"]' in " ".join(form.errors["mail_backend"])
+
+
+def test_sub_account_backends_take_no_option_in_the_form(
+    tenants: Tenants, subaccounts: object
+) -> None:
+    form = admin_form(
+        tenants.initech,
+        superuser=True,
+        mail_backend="mailgun_subaccount",
+        mail_subaccount="sa-initech",
+        mail_option_api_key="key-typed-by-mistake-000000",
+    )
+    assert not form.is_valid()
+    assert "does not use this option" in " ".join(form.errors["mail_option_api_key"])
