@@ -299,3 +299,18 @@ def test_w010_not_raised_for_the_default_allow_list(settings: Any) -> None:
 
     assert "ALLOWED_BACKENDS" not in settings.TENANTMAIL
     assert check_settings() == []
+
+
+def test_an_esp_401_points_at_the_parent_credential_without_showing_it(
+    tenants: Tenants, fake_esp: FakeESP, subaccounts: object
+) -> None:
+    from anymail.exceptions import AnymailAPIError
+
+    tenant = as_subaccount(tenants.initech, "mailgun_subaccount", "sa-initech")
+    fake_esp.fail_next(401, "Forbidden")
+    with pytest.raises(AnymailAPIError) as info:
+        send(tenant, "refused by the ESP")
+    text = "\n".join([str(info.value), *getattr(info.value, "__notes__", [])])
+    assert "'initech'" in text
+    assert 'sub-account, with the parent credential in TENANTMAIL["SUBACCOUNTS"]["mailgun"]' in text
+    assert PARENT_KEY not in text
