@@ -108,7 +108,8 @@ def _check_allowed_backends() -> list[checks.CheckMessage]:
 def _check_subaccounts() -> list[checks.CheckMessage]:
     from .esp.subaccounts import SETTING, subaccount_kind
 
-    if not getattr(settings, "TENANTMAIL", {}).get("ALLOWED_BACKENDS"):
+    raw = getattr(settings, "TENANTMAIL", {})
+    if not isinstance(raw, Mapping) or not raw.get("ALLOWED_BACKENDS"):
         return []  # the default allow-list offers them; only an explicit choice is a mistake
     s = get_settings()
     problems: list[checks.CheckMessage] = []

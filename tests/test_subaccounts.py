@@ -314,3 +314,11 @@ def test_an_esp_401_points_at_the_parent_credential_without_showing_it(
     assert "'initech'" in text
     assert 'sub-account, with the parent credential in TENANTMAIL["SUBACCOUNTS"]["mailgun"]' in text
     assert PARENT_KEY not in text
+
+
+def test_w010_check_tolerates_a_malformed_setting(settings: Any) -> None:
+    # Main's checks parse TENANTMAIL leniently and run every check; W010 must not crash then.
+    from tenantmail.checks import _check_subaccounts
+
+    settings.TENANTMAIL = "mailgun"
+    assert _check_subaccounts() == []
