@@ -317,8 +317,10 @@ def test_an_esp_401_points_at_the_parent_credential_without_showing_it(
 
 
 def test_w010_check_tolerates_a_malformed_setting(settings: Any) -> None:
-    # Main's checks parse TENANTMAIL leniently and run every check; W010 must not crash then.
-    from tenantmail.checks import _check_subaccounts
+    # The checks parse TENANTMAIL leniently and run every check; W010 must not crash then.
+    from tenantmail.checks import check_settings
 
     settings.TENANTMAIL = "mailgun"
-    assert _check_subaccounts() == []
+    ids = [message.id for message in check_settings()]
+    assert "tenantmail.E001" in ids
+    assert "tenantmail.W010" not in ids
