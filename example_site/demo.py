@@ -7,7 +7,8 @@ inside that tenant's context, one per-send override, and one error mail raised d
 request (which must leave through the platform's SMTP relay, not acme's account), and queued mail:
 one request per tenant enqueues a message and a real ``db_worker`` delivers them. Then prints
 what the servers actually received and exits non-zero if any message arrived with a credential
-other than the one expected for it.
+other than the one expected for it. umbrella (``seed.subaccount_seeds``) sends as a Mailgun
+subaccount with the platform's parent key: the table shows it masked plus the on-behalf-of id.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def _report(rows: list[Row], expected: dict[str, Expected]) -> int:
                 want.label if want else f"unexpected: {row.tenant}",
                 backend,
                 row.server,
-                row.credential_masked,
+                row.credential_masked
+                + (f" on behalf of {row.on_behalf_of}" if row.on_behalf_of else ""),
                 row.message_id,
                 "ok" if ok else "WRONG CREDENTIAL",
             )

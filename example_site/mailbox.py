@@ -125,6 +125,8 @@ class Row:
     to: tuple[str, ...]
     subject: str
     message_id: str
+    #: The sub-account the ESP was asked to send as (Mailgun's X-Mailgun-On-Behalf-Of), if any.
+    on_behalf_of: str | None = None
 
     @property
     def credential_masked(self) -> str:
@@ -147,6 +149,8 @@ class Row:
             if owner in ("platform", "platform relay"):
                 return True, "platform mail on the platform's account"
             return False, f"platform mail used {owner or 'an unknown'} credential"
+        if owner == self.tenant and self.on_behalf_of:
+            return True, f"{self.tenant}'s sub-account (platform parent key)"
         if owner == self.tenant:
             return True, f"{self.tenant}'s own account"
         if owner == "platform" and not self.own_account:
@@ -202,6 +206,8 @@ def rows(received: Sequence[Received]) -> list[Row]:
         sent = sent_log.get(msg.message_id)
         tenant = msg.metadata.get("tenant") or (sent.tenant if sent else None) or "(platform)"
         owner = owners.get((msg.esp, msg.credential))
+        if msg.on_behalf_of is not None:  # the parent key: whose is the sub-account it named?
+            owner = subaccount_owner(msg.esp, msg.credential, msg.on_behalf_of)
         if item.server == "platform SMTP relay":
             owner = "platform relay"  # the platform's own server, whatever the login
         out.append(
@@ -219,6 +225,18 @@ def rows(received: Sequence[Received]) -> list[Row]:
                 to=tuple(msg.to),
                 subject=msg.subject,
                 message_id=msg.message_id,
+                on_behalf_of=msg.on_behalf_of,
             )
         )
     return out
+
+
+def subaccount_owner(esp: str, credential: str, on_behalf_of: str) -> str | None:
+    """The tenant whose sub-account ``on_behalf_of`` is, if ``credential`` is the parent key."""
+    from example_site.customers.models import Client
+
+    parent = getattr(settings, "TENANTMAIL", {}).get("SUBACCOUNTS", {}).get(esp, {})
+    if not on_behalf_of or credential != parent.get("api_key"):
+        return None
+    tenant = Client.objects.filter(mail_subaccount=on_behalf_of).first()
+    return tenant.schema_name if tenant is not None else None

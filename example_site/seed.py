@@ -4,6 +4,8 @@
 - globex: a Postmark server token
 - hooli: its own SMTP server (the demo's ``tenant_smtp``)
 - initech: no configuration -> the platform's account
+- umbrella: a Mailgun subaccount of the platform's account (no secret stored; see
+  ``subaccount_seeds``)
 """
 
 from __future__ import annotations
@@ -57,6 +59,20 @@ def tenant_seeds(servers: DemoServers) -> dict[str, dict[str, Any]]:
             "mail_defaults": {"from_email": "hello@hooli.example"},
         },
         "initech": {"name": "Initech", "mail_backend": "", "mail_options": {}, "mail_defaults": {}},
+        **subaccount_seeds(),
+    }
+
+
+def subaccount_seeds() -> dict[str, dict[str, Any]]:
+    """Tenants in sub-account mode: the operator sets the id; the parent key is in settings."""
+    return {
+        "umbrella": {
+            "name": "Umbrella",
+            "mail_backend": "mailgun_subaccount",
+            "mail_options": {},
+            "mail_subaccount": "sa-umbrella-5e0c1b",
+            "mail_defaults": {"from_email": "hello@umbrella.example"},
+        },
     }
 
 
@@ -68,6 +84,8 @@ def expected_credential(schema: str, servers: DemoServers) -> str:
         return f"{options['username']}:{options['password']}"
     if not seed["mail_backend"]:
         return str(settings.PLATFORM_MAILGUN["api_key"])
+    if seed["mail_backend"] == "mailgun_subaccount":
+        return str(settings.PARENT_MAILGUN["api_key"])
     return str(options.get("api_key") or options.get("server_token"))
 
 

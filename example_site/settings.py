@@ -86,6 +86,10 @@ PLATFORM_MAILGUN = {
     "api_key": "key-platform-demo-0000000000",
     "sender_domain": "mg.saas.example",
 }
+# The parent credential of the platform's Mailgun account, for tenants on a Mailgun subaccount
+# (sub-account mode: the tenant row holds only the subaccount id, no secret).
+PARENT_MAILGUN = {"api_key": "key-parent-demo-4c2e8a6f1d"}
+SUBACCOUNTS = {"mailgun": PARENT_MAILGUN}
 # Where Anymail sends when an account sets no api_url. Port 9 ("discard") is closed: until the
 # fakes are started, a send fails instead of reaching a real ESP with a demo key.
 _NOWHERE = "http://127.0.0.1:9/"
@@ -97,7 +101,7 @@ ANYMAIL = {
 
 # What a tenant may choose here: ESP APIs the demo's fake ESP speaks (it does SendGrid too, but
 # Anymail warns that it dropped SendGrid support), and SMTP.
-ALLOWED_BACKENDS = ["mailgun", "postmark", "smtp"]
+ALLOWED_BACKENDS = ["mailgun", "postmark", "smtp", "mailgun_subaccount"]
 
 if django.VERSION >= (6, 1):
     MAILERS = {
@@ -114,7 +118,11 @@ if django.VERSION >= (6, 1):
             "OPTIONS": {"host": "127.0.0.1", "port": 9, "timeout": 5},
         },
     }
-    TENANTMAIL = {"DEFAULT": "platform", "ALLOWED_BACKENDS": ALLOWED_BACKENDS}
+    TENANTMAIL = {
+        "DEFAULT": "platform",
+        "ALLOWED_BACKENDS": ALLOWED_BACKENDS,
+        "SUBACCOUNTS": SUBACCOUNTS,
+    }
 else:
     EMAIL_BACKEND = "tenantmail.backends.TenantBackend"
     # Used by the admin handler's SMTP backend (the platform relay).
@@ -124,6 +132,7 @@ else:
     TENANTMAIL = {
         "DEFAULT": {"BACKEND": "mailgun", "OPTIONS": PLATFORM_MAILGUN},
         "ALLOWED_BACKENDS": ALLOWED_BACKENDS,
+        "SUBACCOUNTS": SUBACCOUNTS,
     }
 
 # Queued mail: `manage.py db_worker` runs these tasks (make demo runs one in-process).

@@ -118,6 +118,7 @@ def received_json(request: HttpRequest) -> JsonResponse:
             "tenant": r.tenant,
             "backend": r.backend,
             "credential": r.credential_masked,
+            "on_behalf_of": r.on_behalf_of,
             "credential_sha256": r.credential_sha256,
             "credential_owner": r.credential_owner,
             "isolated": r.ok,

@@ -37,6 +37,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from .conf import BACKEND_ALIASES, expand_backend, get_settings
 from .config import resolve
+from .esp.subaccounts import SUBACCOUNT_BACKENDS
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .masking import PUBLIC_OPTION_NAMES, mask, masked
@@ -116,11 +117,13 @@ BACKEND_OPTION_FIELDS: Mapping[str, tuple[str, ...]] = {
     BACKEND_ALIASES["sendgrid"]: ("api_key", "api_url"),
     BACKEND_ALIASES["sparkpost"]: ("api_key", "api_url"),
     BACKEND_ALIASES["unisender_go"]: ("api_key", "api_url"),
+    # Sub-account mode: the tenant holds no option at all (the parent's are in settings).
+    **dict.fromkeys(SUBACCOUNT_BACKENDS.values(), ()),
 }
 
 _SHORT_NAMES = {path: short for short, path in BACKEND_ALIASES.items()}
 #: The tenant settings a resolver error can point at (others are the platform's, not the form's).
-_TENANT_SETTINGS = frozenset({"mail_backend", "mail_options", "mail_defaults"})
+_TENANT_SETTINGS = frozenset({"mail_backend", "mail_options", "mail_defaults", "mail_subaccount"})
 
 
 def option_field_name(option: str) -> str:
@@ -260,6 +263,9 @@ class TenantMailForm(_FormBase):
     mail_option_use_ssl = _form_field("use_ssl")
     mail_option_timeout = _form_field("timeout")
 
+    #: Whether ``mail_subaccount`` is editable (operators only; never on a tenant-facing form).
+    allow_subaccount_edit: bool = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._new_options: dict[str, Any] | None = None
@@ -272,6 +278,11 @@ class TenantMailForm(_FormBase):
         self._setup_backend_choices()
         # A new tenant has no instance data, so the JSON textarea would start as "null".
         self.initial.setdefault("mail_defaults", {})
+        # The sub-account identifier is the platform's to set (tenantmail.esp): read-only unless
+        # the form says otherwise (TenantMailAdminMixin does, for superusers). Disabled fields
+        # ignore whatever is posted for them.
+        if not self.allow_subaccount_edit and "mail_subaccount" in self.fields:
+            self.fields["mail_subaccount"].disabled = True
         for option, spec in OPTION_FIELDS.items():
             name = option_field_name(option)
             if name not in self.fields:
@@ -478,7 +489,15 @@ class TenantMailForm(_FormBase):
         self, backend: str, options: Mapping[str, Any], defaults: Mapping[str, Any]
     ) -> None:
         """Let tenantmail's resolver refuse what a send would refuse (option names, ...)."""
-        source = TenantMailSource(backend=backend or None, options=options, defaults=defaults)
+        subaccount = self.cleaned_data.get("mail_subaccount")
+        if subaccount is None:
+            subaccount = getattr(self.instance, "mail_subaccount", "")
+        source = TenantMailSource(
+            backend=backend or None,
+            options=options,
+            defaults=defaults,
+            subaccount=str(subaccount or ""),
+        )
         try:
             resolve(ActiveTenant(self._schema(), _Draft(source)))
         except TenantMailConfigurationError as error:
@@ -498,7 +517,7 @@ class TenantMailForm(_FormBase):
 
 #: The admin fieldsets of :class:`TenantMailForm`'s fields.
 TENANTMAIL_FIELDSETS: list[tuple[Any, dict[str, Any]]] = [
-    (_("Mail account"), {"fields": ["mail_backend"]}),
+    (_("Mail account"), {"fields": ["mail_backend", "mail_subaccount"]}),
     (
         _("ESP credentials"),
         {
@@ -565,6 +584,15 @@ class TenantMailAdminMixin(_AdminBase):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        user = getattr(request, "user", None)
+        if getattr(user, "is_superuser", False):  # the operator sets sub-account ids
+            return type(form.__name__, (form,), {"allow_subaccount_edit": True})
+        return form
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets = []

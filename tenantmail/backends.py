@@ -180,9 +180,11 @@ def _is_auth_failure(exc: BaseException) -> bool:
 
 
 def _annotate(exc: BaseException, config: MailConfig) -> None:
+    account = "tenant account" if config.own_account else "platform account"
+    if config.parent_setting is not None:  # sub-account mode: a 401 means the parent's key
+        account = f"sub-account, with the parent credential in {config.parent_setting}"
     exc.add_note(
-        f"tenantmail: while sending for tenant {config.tenant!r} via {config.backend} "
-        f"({'tenant account' if config.own_account else 'platform account'})"
+        f"tenantmail: while sending for tenant {config.tenant!r} via {config.backend} ({account})"
     )
 
 

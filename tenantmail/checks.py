@@ -8,6 +8,8 @@
 - ``tenantmail.W002`` an ALLOWED_BACKENDS entry cannot be imported
 - ``tenantmail.W003`` an AdminEmailHandler subclass that sends its own kind of mail routes
   through TenantBackend (Django's own server mail is always platform mail; other mail is not)
+- ``tenantmail.W010`` an explicitly allowed sub-account backend has no parent credential in
+  ``TENANTMAIL["SUBACCOUNTS"]`` (tenants choosing it cannot send)
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def check_settings(
     errors += _check_tenant_model()
     errors += _check_allowed_backends(parsed)
     errors += _check_admin_mail()
+    errors += _check_subaccounts(parsed)
     return errors
 
 
@@ -121,6 +124,27 @@ def _is_tenant_backend(path: object) -> bool:
     except ImportError:
         return False  # Django reports an unimportable backend when it is used
     return isinstance(backend, type) and issubclass(backend, TenantBackend)
+
+
+def _check_subaccounts(s: TenantMailSettings) -> list[checks.CheckMessage]:
+    from .esp.subaccounts import SETTING, subaccount_kind
+
+    raw = getattr(settings, "TENANTMAIL", {})
+    if not isinstance(raw, Mapping) or not raw.get("ALLOWED_BACKENDS"):
+        return []  # the default allow-list offers them; only an explicit choice is a mistake
+    problems: list[checks.CheckMessage] = []
+    for path in sorted(s.allowed_backends):
+        kind = subaccount_kind(path)
+        if kind is not None and kind.esp not in s.subaccounts:
+            problems.append(
+                checks.Warning(
+                    f'TENANTMAIL["ALLOWED_BACKENDS"] allows {path}, but {SETTING} has no '
+                    f"{kind.esp!r} entry: tenants in that sub-account mode cannot send.",
+                    hint=f'Add the parent credential: {SETTING} = {{"{kind.esp}": {{...}}}}.',
+                    id="tenantmail.W010",
+                )
+            )
+    return problems
 
 
 def _routes_to_tenant_backend(route: str | None) -> bool:

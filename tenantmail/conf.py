@@ -18,6 +18,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_tenants.utils import get_public_schema_name, get_tenant_database_alias
 
+from .esp.subaccounts import SUBACCOUNT_BACKENDS, parse_subaccounts
 from .exceptions import TenantMailConfigurationError
 
 #: Short names a tenant may use in ``mail_backend`` instead of a dotted path.
@@ -37,6 +38,9 @@ BACKEND_ALIASES: Mapping[str, str] = {
     "sendgrid": "anymail.backends.sendgrid.EmailBackend",
     "sparkpost": "anymail.backends.sparkpost.EmailBackend",
     "unisender_go": "anymail.backends.unisender_go.EmailBackend",
+    # Sub-account mode (tenantmail.esp): safe to allow, as they send only for a tenant whose
+    # operator-only mail_subaccount is set, and only once TENANTMAIL["SUBACCOUNTS"] is.
+    **SUBACCOUNT_BACKENDS,
 }
 
 #: Options a tenant *must* set for each backend. Without them Anymail (and Django's SMTP backend
@@ -96,6 +100,8 @@ class TenantMailSettings:
     timeout: float = 10.0
     max_timeout: float = 30.0
     block_private_endpoints: bool = False
+    #: Parent credentials for sub-account mode, by ESP (``TENANTMAIL["SUBACCOUNTS"]``).
+    subaccounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: django-tenants' own settings, read once here rather than on every send.
     public_schema_name: str = "public"
     tenant_db_alias: str = "default"
@@ -120,6 +126,7 @@ _KNOWN_KEYS = {
     "BLOCK_PRIVATE_ENDPOINTS",
     # Parsed by tenantmail.queue.conf (the queue is a subpackage; the core only admits the key).
     "QUEUE",
+    "SUBACCOUNTS",
 }
 
 
@@ -240,6 +247,9 @@ def _load(problems: list[TenantMailConfigurationError]) -> TenantMailSettings:
         max_timeout=timeouts[1],
         block_private_endpoints=parsed(
             lambda: _parse_block_private(raw), defaults.block_private_endpoints
+        ),
+        subaccounts=parsed(
+            lambda: parse_subaccounts(raw.get("SUBACCOUNTS", {})), dict(defaults.subaccounts)
         ),
         public_schema_name=get_public_schema_name(),
         tenant_db_alias=get_tenant_database_alias(),

@@ -30,6 +30,8 @@ from .conf import (
     get_settings,
 )
 from .defaults import freeze
+from .esp.subaccounts import SETTING as SUBACCOUNTS_SETTING
+from .esp.subaccounts import subaccount_kind, subaccount_options
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .isolation import ISOLATING_DEFAULTS as ISOLATING_DEFAULTS  # re-exported: moved there
@@ -61,6 +63,8 @@ class MailConfig:
     #: The MAILERS alias this config came from, if any (Django 6.1).
     mailer_alias: str | None = None
     fingerprint: str = ""
+    #: Sub-account mode (tenantmail.esp): where the parent credential comes from.
+    parent_setting: str | None = None
 
     @cached_property  # configs are memoized, so this is computed once per config
     def pool_key(self) -> tuple[str | None, str]:
@@ -70,6 +74,8 @@ class MailConfig:
     @property
     def setting_name(self) -> str:
         """Where a person fixes this config -- used in every error message."""
+        if self.parent_setting is not None:
+            return self.parent_setting  # the options are the parent's, not the tenant's
         if self.own_account:
             return "mail_options"
         if self.mailer_alias is not None:
@@ -143,6 +149,11 @@ def _tenant_account(
             "encrypted with, or enter the credentials again",
             tenant=schema,
             setting="mail_options",
+        )
+    kind = subaccount_kind(backend)
+    if kind is not None:  # sub-account mode: the parent credential, never the tenant's options
+        return backend, subaccount_options(
+            kind, backend, options, source.subaccount, s.subaccounts, schema
         )
     if not isinstance(options, Mapping):
         raise TenantMailConfigurationError(
@@ -223,7 +234,13 @@ def _cache_key(
     """
     parts: list[Any] = [overrides]
     if source is not None:
-        parts += [source.backend, type(source.options).__name__, source.options, source.defaults]
+        parts += [
+            source.backend,
+            type(source.options).__name__,
+            source.options,
+            source.defaults,
+            source.subaccount,
+        ]
     try:
         text = _KEY_ENCODER.encode(parts)
     except (TypeError, ValueError):  # e.g. a circular structure
@@ -280,7 +297,16 @@ def _resolve(
             dict(platform.options),
             platform.mailer_alias,
         )
+    kind = subaccount_kind(backend) if own_account else None
     if schema is not None:
+        if kind is not None and defaults.get("esp_extra"):
+            raise TenantMailConfigurationError(
+                "'esp_extra' is not available in sub-account mode: with the platform's parent "
+                "credential it could name another tenant's sub-account, SES tenant or domain; "
+                "remove it",
+                tenant=schema,
+                setting="mail_defaults",
+            )
         check_esp_extra(defaults, own_account=own_account, tenant=schema)
     # None means "not given": Django's send_mail() passes username=None/password=None.
     merged = SecretDict(options)
@@ -293,6 +319,7 @@ def _resolve(
         own_account=own_account,
         mailer_alias=alias,
         fingerprint=fingerprint(backend, merged, alias),
+        parent_setting=None if kind is None else f'{SUBACCOUNTS_SETTING}["{kind.esp}"]',
     )
 
 

@@ -31,6 +31,10 @@ PUBLIC_OPTION_NAMES = frozenset(
         "ignore_recipient_status",
         "debug_api_requests",
         "generate_message_id",
+        # ESP sub-account identifiers (tenantmail.esp): names, not credentials.
+        "subaccount",
+        "subaccount_id",
+        "tenant_name",
     }
 )
 

@@ -35,6 +35,8 @@ class TenantMailSource:
     backend: str | None
     options: Any = field(default_factory=dict, repr=False)
     defaults: Any = field(default_factory=dict)
+    #: The platform-set sub-account identifier (sub-account backends only; see tenantmail.esp).
+    subaccount: str = ""
 
 
 class TenantMailQuerySet(models.QuerySet[Any]):
@@ -103,7 +105,6 @@ class TenantMailMixin(models.Model):
         ),
     )
 
-    objects = TenantMailQuerySet.as_manager()
     mail_webhook_secrets = EncryptedJSONField(
         _("mail webhook secrets"),
         help_text=_(
@@ -112,6 +113,19 @@ class TenantMailMixin(models.Model):
             "the sending backend. Leave blank to keep."
         ),
     )
+    mail_subaccount = models.CharField(
+        _("mail sub-account"),
+        max_length=200,
+        blank=True,
+        default="",
+        help_text=_(
+            "Set by the platform operator only: the ESP sub-account this tenant sends as with the "
+            'platform\'s parent credential (mail_backend "mailgun_subaccount", '
+            '"sparkpost_subaccount" or "amazon_ses_tenant"). Not a secret.'
+        ),
+    )
+
+    objects = TenantMailQuerySet.as_manager()
 
     class Meta:
         abstract = True
@@ -233,6 +247,7 @@ class TenantMailMixin(models.Model):
             backend=self.mail_backend or None,
             options=self.mail_options if self.mail_options is not None else {},
             defaults=self.mail_defaults if self.mail_defaults is not None else {},
+            subaccount=self.mail_subaccount or "",
         )
 
 
@@ -269,6 +284,8 @@ class Suppression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.address} ({self.tenant_schema}: {self.reason})"
+
+
 class OutboxMessage(models.Model):
     """One queued message (``tenantmail.queue``): who it is for, what it is, what happened.
 

@@ -1,7 +1,8 @@
 """Loopback fakes of the far side of the network, for tests, demos and benchmarks.
 
-``FakeESP`` speaks just enough of the Mailgun, Postmark and SendGrid v3 send
-APIs for django-anymail's *real* backends to talk to it over real HTTP(S), and
+``FakeESP`` speaks just enough of the Mailgun, Postmark, SendGrid v3, SparkPost and
+Amazon SES v2 (raw ``SendEmail``) send APIs for django-anymail's *real* backends
+to talk to it over real HTTP(S), and
 ``FakeSMTP`` is a real SMTP server for Django's SMTP backend. Both record every
 accepted message together with the credential it was sent with, which is what
 lets a test prove that tenant A's mail really went out with tenant A's key.
@@ -88,6 +89,9 @@ class ReceivedMessage:
     message_id: str
     connection_id: int
     received_at: float
+    #: The sub-account the request was sent on behalf of: Mailgun's ``X-Mailgun-On-Behalf-Of``
+    #: and SparkPost's ``X-MSYS-SUBACCOUNT`` *request* headers, SES v2's ``TenantName``; else None.
+    on_behalf_of: str | None = None
 
     def __repr__(self) -> str:
         # Hand-written so the credential can never reach logs or pytest output
@@ -310,13 +314,18 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 _MAILGUN = re.compile(r"^/mailgun/v3/(?P<domain>[^/]+)/messages$")
 _POSTMARK = re.compile(r"^/postmark/email(?P<kind>|/batch|/withTemplate/?|/batchWithTemplates)$")
 _SENDGRID = re.compile(r"^/sendgrid/v3/mail/send$")
+# SparkPost "Transmissions" (POST /api/v1/transmissions) and SES v2 "SendEmail"
+# (POST /v2/email/outbound-emails), each under its own prefix of this server.
+_SPARKPOST = re.compile(r"^/sparkpost/api/v1/transmissions/?$")
+_SES = re.compile(r"^/amazon_ses/v2/email/outbound-emails$")
+_SES_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 # What the real services answer on a missing or bad credential.
 _POSTMARK_401 = {"ErrorCode": 10, "Message": "Request does not contain a valid Server token."}
 _SENDGRID_401 = {"errors": [{"field": None, "message": "authorization required"}]}
 
 
 class FakeESP(_Recorder):
-    """Threaded HTTP(S) server imitating the Mailgun, Postmark and SendGrid APIs.
+    """Threaded HTTP(S) server imitating the Mailgun, Postmark, SendGrid, SparkPost and SES APIs.
 
     Point each anymail backend's ``api_url`` at ``mailgun_api_url`` etc.
     Any non-empty credential is accepted unless ``valid_credentials`` is given.
@@ -411,6 +420,15 @@ class FakeESP(_Recorder):
         return f"{self.base_url}sendgrid/v3/"
 
     @property
+    def sparkpost_api_url(self) -> str:
+        return f"{self.base_url}sparkpost/api/v1/"
+
+    @property
+    def amazon_ses_endpoint_url(self) -> str:
+        """For SES ``client_params={"endpoint_url": ...}`` (SendEmail with a raw message only)."""
+        return f"{self.base_url}amazon_ses"
+
+    @property
     def ca_bundle_path(self) -> str:
         """PEM file of the throwaway CA, for ``verify=`` / ``REQUESTS_CA_BUNDLE``."""
         if self._tmpdir is None:
@@ -497,7 +515,11 @@ class FakeESP(_Recorder):
             self._stopping.wait(self.delay)
         path = urlsplit(path).path
         esp = next(
-            (name for name in ("mailgun", "postmark", "sendgrid") if path.startswith(f"/{name}/")),
+            (
+                name
+                for name in ("mailgun", "postmark", "sendgrid", "sparkpost", "amazon_ses")
+                if path.startswith(f"/{name}/")
+            ),
             "unknown",
         )
         with self._lock:
@@ -530,6 +552,10 @@ class FakeESP(_Recorder):
             return self._postmark(match["kind"], headers, body, conn_id)
         if _SENDGRID.match(path):
             return self._sendgrid(headers, body, conn_id)
+        if _SPARKPOST.match(path):
+            return self._sparkpost(headers, body, conn_id)
+        if _SES.match(path):
+            return self._amazon_ses(headers, body, conn_id)
         return _json_reply(404, {"message": "Not Found"})
 
     @staticmethod
@@ -565,9 +591,12 @@ class FakeESP(_Recorder):
         to = _addr_specs(*form.get("to", []), *form.get("cc", []), *form.get("bcc", []))
         subject = form.get("subject", [""])[0]
         message_id = f"<{time.strftime('%Y%m%d%H%M%S')}.{next(self._msg_ids)}@{domain}>"
-        self._record(
-            self._message("mailgun", key, conn, domain, sender, to, subject, metadata, message_id)
+        received = self._message(
+            "mailgun", key, conn, domain, sender, to, subject, metadata, message_id
         )
+        # Mailgun's subaccount header is a request header (API reference, "Subaccounts").
+        on_behalf_of = headers.get("X-Mailgun-On-Behalf-Of")
+        self._record(dataclasses.replace(received, on_behalf_of=on_behalf_of))
         return _json_reply(200, {"id": message_id, "message": "Queued. Thank you."})
 
     def _postmark(self, kind: str, headers: Message[str, str], body: bytes, conn: int) -> _Reply:
@@ -621,6 +650,58 @@ class FakeESP(_Recorder):
             )
         self._record(*received)
         return _Reply(202, b"", {"X-Message-Id": x_message_id})
+
+    def _sparkpost(self, headers: Message[str, str], body: bytes, conn: int) -> _Reply:
+        # SparkPost takes the bare API key as Authorization, and a subaccount as the
+        # X-MSYS-SUBACCOUNT request header (API reference, "Transmissions", "Subaccounts").
+        key = (headers.get("Authorization") or "").strip()
+        if not self._accepts(key):
+            return _json_reply(401, {"errors": [{"message": "Unauthorized."}]})
+        data = json.loads(body)
+        content = data["content"]
+        to = [r["address"]["email"] for r in data["recipients"]]
+        transmission_id = str(next(self._msg_ids))
+        received = self._message(
+            "sparkpost",
+            key,
+            conn,
+            None,
+            next(iter(_addr_specs(content.get("from"))), ""),
+            to,
+            content.get("subject", ""),
+            _str_dict(data.get("metadata")),
+            transmission_id,
+        )
+        subaccount = headers.get("X-MSYS-SUBACCOUNT")
+        self._record(dataclasses.replace(received, on_behalf_of=subaccount))
+        results = {"total_rejected_recipients": 0, "total_accepted_recipients": len(to)}
+        return _json_reply(200, {"results": results | {"id": transmission_id}})
+
+    def _amazon_ses(self, headers: Message[str, str], body: bytes, conn: int) -> _Reply:
+        # SES v2 SendEmail with Content.Raw (what Anymail sends), signed with SigV4: the
+        # credential recorded is the access key id from the Authorization header (the signature
+        # is not checked). TenantName is a request parameter (API reference, "SendEmail").
+        match = _SES_CREDENTIAL.search(headers.get("Authorization") or "")
+        key = match[1] if match else ""
+        if not self._accepts(key):
+            return _json_reply(403, {"message": "The security token included is invalid."})
+        data = json.loads(body)
+        raw = base64.b64decode(data["Content"]["Raw"]["Data"])
+        parsed = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
+        destination = data.get("Destination") or {}
+        to = [
+            *destination.get("ToAddresses", []),
+            *destination.get("CcAddresses", []),
+            *destination.get("BccAddresses", []),
+        ] or _addr_specs(parsed["To"], parsed["Cc"])
+        sender = next(iter(_addr_specs(data.get("FromEmailAddress") or parsed["From"])), "")
+        message_id = f"0100{uuid.uuid4().hex}-000000"
+        metadata = _str_dict(json.loads(parsed["X-Metadata"] or "{}"))
+        received = self._message(
+            "amazon_ses", key, conn, None, sender, to, parsed["Subject"] or "", metadata, message_id
+        )
+        self._record(dataclasses.replace(received, on_behalf_of=data.get("TenantName")))
+        return _json_reply(200, {"MessageId": message_id})
 
 
 # --------------------------------------------------------------------- SMTP

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -43,6 +44,10 @@ class ClientAdmin(TenantMailAdminMixin, admin.ModelAdmin):  # type: ignore[type-
     def mail_account(self, obj: Client) -> str:
         if not obj.mail_backend:
             return "platform default"
+        if obj.mail_subaccount and obj.mail_backend == "mailgun_subaccount":
+            parent = settings.TENANTMAIL.get("SUBACCOUNTS", {}).get("mailgun", {}).get("api_key")
+            shown = mask(parent) if parent else "parent key not set"
+            return f"{obj.mail_backend} · {shown} on behalf of {obj.mail_subaccount}"
         options = obj.mail_options if isinstance(obj.mail_options, dict) else {}
         names = ("api_key", "server_token", "api_token", "password")
         secret = next((options[k] for k in names if k in options), None)
