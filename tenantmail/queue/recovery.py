@@ -17,6 +17,7 @@ import datetime
 import logging
 import time
 
+from django.apps import apps
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -115,6 +116,10 @@ def _orphaned_by_dead_db_workers(started_before: datetime.datetime) -> list[int]
     from .tasks import task_backends
 
     qs = get_queue_settings()
+    # Installed but not in INSTALLED_APPS (another task backend is used): importing its models
+    # would raise RuntimeError, so ask the app registry first.
+    if not apps.is_installed("django_tasks_db"):
+        return []
     try:
         from django_tasks_db.backend import DatabaseBackend
         from django_tasks_db.compat import TaskResultStatus
