@@ -7,6 +7,7 @@ no invalidation protocol at all.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -179,31 +180,76 @@ def _tenant_account(
     return backend, isolate(backend, options, schema, timeout=timeout)
 
 
+class _Memo:
+    """One resolved config and (copies of) the inputs it was computed from."""
+
+    __slots__ = ("config", "options_type", "overrides", "source")
+
+    def __init__(
+        self,
+        source: TenantMailSource | None,
+        options_type: type | None,
+        overrides: Mapping[str, Any],
+        config: MailConfig,
+    ) -> None:
+        self.source = source
+        self.options_type = options_type
+        self.overrides = overrides
+        self.config = config
+
+    def matches(self, source: TenantMailSource | None, overrides: Mapping[str, Any]) -> bool:
+        mine = self.source
+        if source is None or mine is None:
+            return source is mine and self.overrides == overrides
+        # The options' type first: undecryptable options compare equal to {} but must never be
+        # mistaken for them.
+        return (
+            self.options_type is type(source.options)
+            and mine.backend == source.backend
+            and mine.subaccount == source.subaccount
+            and mine.options == source.options
+            and mine.defaults == source.defaults
+            and self.overrides == overrides
+        )
+
+
 class _ResolvedCache:
-    """Validated configs by the JSON text of everything they were computed from.
+    """The last few validated configs per tenant, each with a copy of what it came from.
 
     Resolving is pure: the same tenant source, overrides and settings always give the same
     MailConfig. Validation walks every option value, so without this it would be the bulk of
-    TenantBackend's per-send cost. Keying by *content* (not by instance) means a credential
-    changed in place, or loaded into a fresh instance by the next request, is simply a miss.
-    Errors are never cached. Cleared when settings change.
+    TenantBackend's per-send cost. A hit compares the current inputs with the remembered copies
+    (dict equality, done in C: no encoding or hashing per send), so a credential changed in
+    place, or loaded into a fresh instance by the next request, is a miss and is validated
+    again. Equality is Python's: ``1 == 1.0 == True``, so such a change may reuse the config
+    validated for the equal value -- never an unvalidated one, since a config is built from the
+    copies it is remembered with. Errors are never cached. Cleared when settings change.
     """
 
-    MAX_ENTRIES = 16_384
+    PER_TENANT = 4
+    MAX_TENANTS = 16_384
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: dict[tuple[str | None, str], MailConfig] = {}
+        self._entries: dict[str | None, tuple[_Memo, ...]] = {}
 
-    def get(self, key: tuple[str | None, str]) -> MailConfig | None:
-        # A plain dict read is atomic; no lock and no LRU bookkeeping on the hot path (the
-        # oldest entry goes first when full: a re-validation, never a wrong answer).
-        return self._entries.get(key)
+    def get(
+        self, schema: str | None, source: TenantMailSource | None, overrides: Mapping[str, Any]
+    ) -> MailConfig | None:
+        # A plain dict read is atomic; no lock on the hot path.
+        for memo in self._entries.get(schema, ()):
+            try:
+                if memo.matches(source, overrides):
+                    return memo.config
+            except Exception:  # an input whose __eq__ raises: resolve it, uncached
+                return None
+        return None
 
-    def put(self, key: tuple[str | None, str], config: MailConfig) -> None:
+    def put(self, schema: str | None, memo: _Memo) -> None:
         with self._lock:
-            self._entries[key] = config
-            while len(self._entries) > self.MAX_ENTRIES:
+            kept = self._entries.pop(schema, ())
+            self._entries[schema] = (memo, *kept[: self.PER_TENANT - 1])
+            while len(self._entries) > self.MAX_TENANTS:  # the least recently resolved goes
                 del self._entries[next(iter(self._entries))]
 
     def clear(self) -> None:
@@ -214,50 +260,32 @@ class _ResolvedCache:
 _resolved = _ResolvedCache()
 # A lock another thread held at fork() stays held in the child forever: give the child a new one.
 os.register_at_fork(after_in_child=lambda: setattr(_resolved, "_lock", threading.Lock()))
-# One encoder for all keys: json.dumps(default=...) would build a new one on every send.
-_KEY_ENCODER = json.JSONEncoder(default=repr)
-
-
-def _cache_key(
-    active: ActiveTenant | None, source: TenantMailSource | None, overrides: Mapping[str, Any]
-) -> tuple[str | None, str] | None:
-    """The cache key, or None when the input cannot even be serialized (it is then resolved
-    uncached, and validation says what is wrong with it).
-
-    The key is the JSON text itself: it never leaves this process' memory (which holds the
-    decrypted options anyway), and hashing it again would only cost time. Keys are not sorted:
-    the same content in another order is merely a miss. JSON makes two inputs look alike only for
-    values the database cannot hold (int dict keys, tuples, objects -- so only code-supplied
-    overrides), where the equal JSON form is what the backend sees anyway. The options' type is
-    part of the key:
-    undecryptable options serialize like {} but must never be mistaken for them.
-    """
-    parts: list[Any] = [overrides]
-    if source is not None:
-        parts += [
-            source.backend,
-            type(source.options).__name__,
-            source.options,
-            source.defaults,
-            source.subaccount,
-        ]
-    try:
-        text = _KEY_ENCODER.encode(parts)
-    except (TypeError, ValueError):  # e.g. a circular structure
-        return None
-    return (active.schema_name if active is not None else None, text)
 
 
 @sensitive_variables()
 def resolve(active: ActiveTenant | None, overrides: Mapping[str, Any] | None = None) -> MailConfig:
     """The :class:`MailConfig` for ``active`` (``None`` = platform mail), with ``overrides``."""
     source = _source(active)
-    key = _cache_key(active, source, overrides or {})
-    config = _resolved.get(key) if key is not None else None
-    if config is None:
-        config = _resolve(active, source, overrides or {})
-        if key is not None:
-            _resolved.put(key, config)
+    schema = active.schema_name if active is not None else None
+    overrides = overrides or {}
+    config = _resolved.get(schema, source, overrides)
+    if config is not None:
+        return config
+    try:
+        # Validated and sent from copies: the config never shares a dict with the tenant
+        # instance, so an unsaved in-place edit cannot reach a later send unvalidated.
+        copied = source and TenantMailSource(
+            backend=source.backend,
+            options=copy.deepcopy(source.options),
+            defaults=copy.deepcopy(source.defaults),
+            subaccount=source.subaccount,
+        )
+        copied_overrides = copy.deepcopy(dict(overrides))
+    except Exception:  # not copyable (a code-supplied object): resolve it as it is, uncached
+        return _resolve(active, source, overrides)
+    config = _resolve(active, copied, copied_overrides)
+    options_type = type(source.options) if source is not None else None
+    _resolved.put(schema, _Memo(copied, options_type, copied_overrides, config))
     return config
 
 

@@ -15,8 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from django.db import connections, models
 from django_tenants.utils import get_tenant_model
@@ -46,8 +45,10 @@ def sending_as(tenant: TenantLike) -> Iterator[None]:
         _sending_as.reset(token)
 
 
-@dataclass(frozen=True)
-class ActiveTenant:
+class ActiveTenant(NamedTuple):
+    """The tenant a send is for. (A named tuple: built on every send, ~4x cheaper than a frozen
+    dataclass.)"""
+
     schema_name: str
     instance: Any  # the tenant model instance (its get_mail_config() is what we read)
 
