@@ -89,13 +89,14 @@ class TenantBackend(BaseEmailBackend):
 
     def _send(self, config: MailConfig, email_messages: Sequence[EmailMessage]) -> int:
         email_messages = enforce_suppression(config, email_messages)  # no-op unless enabled
-        signals.pre_send.send(
-            sender=TenantBackend,
-            tenant=config.tenant,
-            config=config,
-            backend=self,
-            messages=email_messages,
-        )
+        if signals.pre_send.receivers:  # building the keyword arguments costs, on every send
+            signals.pre_send.send(
+                sender=TenantBackend,
+                tenant=config.tenant,
+                config=config,
+                backend=self,
+                messages=email_messages,
+            )
         sent = 0
         error: BaseException | None = None
         try:
@@ -119,15 +120,16 @@ class TenantBackend(BaseEmailBackend):
                 "tenantmail: sending for tenant %r failed silently: %s", config.tenant, exc
             )
         finally:
-            signals.post_send.send(
-                sender=TenantBackend,
-                tenant=config.tenant,
-                config=config,
-                backend=self,
-                messages=email_messages,
-                sent=sent,
-                error=error,
-            )
+            if signals.post_send.receivers:
+                signals.post_send.send(
+                    sender=TenantBackend,
+                    tenant=config.tenant,
+                    config=config,
+                    backend=self,
+                    messages=email_messages,
+                    sent=sent,
+                    error=error,
+                )
             # Break the frame <-> traceback cycle: a swallowed error holds the ESP response
             # (and its socket) until the cyclic GC runs otherwise.
             error = None
