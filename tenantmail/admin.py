@@ -37,11 +37,11 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from .conf import BACKEND_ALIASES, expand_backend, get_settings
 from .config import resolve
-from .esp.subaccounts import SUBACCOUNT_BACKENDS
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .masking import PUBLIC_OPTION_NAMES, mask, masked
 from .models import ENDPOINT_OPTIONS, TenantMailSource
+from .subaccounts import SUBACCOUNT_BACKENDS
 from .tenancy import ActiveTenant
 from .validation import check_defaults
 from .webhooks.admin import describe_webhook_secrets

@@ -25,8 +25,8 @@ from .invalidation import forget_tenant
 from .platform_mail import split_server_mail
 from .pool import get_pool
 from .scrub import scrub_error, scrub_statuses
+from .suppression import enforce as enforce_suppression
 from .tenancy import TenantLike, current_tenant
-from .webhooks.suppression import enforce as enforce_suppression
 
 logger = logging.getLogger("tenantmail")
 

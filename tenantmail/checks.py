@@ -127,7 +127,7 @@ def _is_tenant_backend(path: object) -> bool:
 
 
 def _check_subaccounts(s: TenantMailSettings) -> list[checks.CheckMessage]:
-    from .esp.subaccounts import SETTING, subaccount_kind
+    from .subaccounts import SETTING, subaccount_kind
 
     raw = getattr(settings, "TENANTMAIL", {})
     if not isinstance(raw, Mapping) or not raw.get("ALLOWED_BACKENDS"):

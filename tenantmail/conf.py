@@ -18,8 +18,8 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_tenants.utils import get_public_schema_name, get_tenant_database_alias
 
-from .esp.subaccounts import SUBACCOUNT_BACKENDS, parse_subaccounts
 from .exceptions import TenantMailConfigurationError
+from .subaccounts import SUBACCOUNT_BACKENDS, parse_subaccounts
 
 #: Short names a tenant may use in ``mail_backend`` instead of a dotted path.
 BACKEND_ALIASES: Mapping[str, str] = {
@@ -69,6 +69,8 @@ REQUIRED_OPTIONS: Mapping[str, tuple[str, ...]] = {
 MissingConfig = Literal["default", "raise"]
 #: What a send with no tenant context at all does (see tenancy.current_tenant).
 Unresolved = Literal["platform", "raise"]
+#: What a send to an address on the tenant's suppression list does (see tenantmail.suppression).
+SuppressionMode = Literal["off", "drop", "raise"]
 _T = TypeVar("_T")
 
 
@@ -100,6 +102,7 @@ class TenantMailSettings:
     timeout: float = 10.0
     max_timeout: float = 30.0
     block_private_endpoints: bool = False
+    suppression: SuppressionMode = "off"
     #: Parent credentials for sub-account mode, by ESP (``TENANTMAIL["SUBACCOUNTS"]``).
     subaccounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: django-tenants' own settings, read once here rather than on every send.
@@ -118,8 +121,8 @@ _KNOWN_KEYS = {
     "TENANT_CACHE_SECONDS",
     "METADATA_KEY",
     "UNRESOLVED",
-    # Parsed by tenantmail.webhooks.conf (the webhooks subpackage owns them).
     "SUPPRESSION",
+    # Parsed by tenantmail.webhooks.conf (the webhooks subpackage owns it).
     "WEBHOOKS",
     "TIMEOUT",
     "MAX_TIMEOUT",
@@ -243,6 +246,7 @@ def _load(problems: list[TenantMailConfigurationError]) -> TenantMailSettings:
         ),
         metadata_key=parsed(lambda: _parse_metadata_key(raw), defaults.metadata_key),
         unresolved=parsed(lambda: _parse_unresolved(raw), defaults.unresolved),
+        suppression=parsed(lambda: _parse_suppression(raw), defaults.suppression),
         timeout=timeouts[0],
         max_timeout=timeouts[1],
         block_private_endpoints=parsed(
@@ -300,6 +304,13 @@ def _parse_unresolved(raw: Mapping[str, Any]) -> Unresolved:
             "UNRESOLVED", 'must be "platform" (send as the platform, with a warning) or "raise"'
         )
     return cast(Unresolved, unresolved)
+
+
+def _parse_suppression(raw: Mapping[str, Any]) -> SuppressionMode:
+    mode = raw.get("SUPPRESSION", TenantMailSettings.suppression)
+    if mode not in ("off", "drop", "raise"):
+        raise _error("SUPPRESSION", 'must be "off", "drop" or "raise"')
+    return cast(SuppressionMode, mode)
 
 
 def _parse_metadata_key(raw: Mapping[str, Any]) -> str | None:

@@ -31,14 +31,14 @@ from .conf import (
     get_settings,
 )
 from .defaults import freeze
-from .esp.subaccounts import SETTING as SUBACCOUNTS_SETTING
-from .esp.subaccounts import subaccount_kind, subaccount_options
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .isolation import ISOLATING_DEFAULTS as ISOLATING_DEFAULTS  # re-exported: moved there
 from .isolation import TENANT_SMTP_TIMEOUT, isolate
 from .masking import SecretDict, masked
 from .models import TenantMailSource
+from .subaccounts import SETTING as SUBACCOUNTS_SETTING
+from .subaccounts import subaccount_kind, subaccount_options
 from .tenancy import ActiveTenant
 from .validation import check_defaults, check_esp_extra, check_options, refuse_nulls
 

@@ -13,8 +13,8 @@ from django_tenants.utils import tenant_context
 from tenantmail import mailer
 from tenantmail.config import resolve
 from tenantmail.esp.mailgun import MailgunSubaccountBackend
-from tenantmail.esp.subaccounts import parse_subaccounts
 from tenantmail.exceptions import TenantMailConfigurationError
+from tenantmail.subaccounts import parse_subaccounts
 from tenantmail.tenancy import ActiveTenant, tenant_cache
 from tenantmail.testing import FakeESP
 from tests.conftest import ACME_KEY, PLATFORM_KEY, Tenants

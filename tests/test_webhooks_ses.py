@@ -220,7 +220,6 @@ def test_webhook_settings_are_validated(settings: Any) -> None:
 
     base = dict(settings.TENANTMAIL)
     for bad, where in [
-        ({"SUPPRESSION": "maybe"}, 'TENANTMAIL["SUPPRESSION"]'),
         ({"WEBHOOKS": []}, 'TENANTMAIL["WEBHOOKS"]'),
         ({"WEBHOOKS": {"NOPE": 1}}, "NOPE"),
         ({"WEBHOOKS": {"SNS_CERT_URL_PATTERN": "("}}, "SNS_CERT_URL_PATTERN"),
@@ -235,15 +234,10 @@ def test_webhook_settings_are_validated(settings: Any) -> None:
         assert where in str(excinfo.value)
     settings.TENANTMAIL = {
         **base,
-        "SUPPRESSION": "raise",
         "WEBHOOKS": {"MAILGUN_MAX_AGE": None, "SNS_CA_BUNDLE": "/etc/ssl/ca.pem"},
     }
     parsed = get_webhook_settings()
-    assert (parsed.suppression, parsed.mailgun_max_age, parsed.sns_ca_bundle) == (
-        "raise",
-        None,
-        "/etc/ssl/ca.pem",
-    )
+    assert (parsed.mailgun_max_age, parsed.sns_ca_bundle) == (None, "/etc/ssl/ca.pem")
     assert parsed.sns_cert_timeout == 5.0
     settings.TENANTMAIL = "nope"
     with pytest.raises(TenantMailConfigurationError):

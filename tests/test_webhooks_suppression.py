@@ -14,13 +14,13 @@ import pytest
 from django.core.mail import EmailMessage
 from django.test import Client as HttpClient
 
-from tenantmail import mailer, signals
+from tenantmail import mailer, signals, suppression
 from tenantmail.backends import TenantBackend
 from tenantmail.models import Suppression
+from tenantmail.suppression import SuppressedRecipientError
 from tenantmail.testing import FakeESP
-from tenantmail.webhooks import suppression, tracking_url
+from tenantmail.webhooks import tracking_url
 from tenantmail.webhooks.admin import SuppressionAdmin, describe_webhook_secrets
-from tenantmail.webhooks.suppression import SuppressedRecipientError
 from tenantmail.webhooks.testing import brevo_post, mailgun_post, postmark_post
 from tests.conftest import Tenants
 

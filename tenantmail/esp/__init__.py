@@ -1,17 +1,14 @@
-"""ESP sub-account mode: a tenant sends as its sub-account with the platform's parent credential.
+"""ESP sub-account mode: the backends that send as a tenant's sub-account with the platform's
+parent credential.
 
-This subpackage owns:
+This subpackage owns :mod:`.mailgun`, :mod:`.sparkpost` and :mod:`.amazon_ses` -- small subclasses
+of Anymail's backends that put the tenant's platform-set ``mail_subaccount`` identifier where each
+ESP expects it (an HTTP request header, Anymail's ``subaccount`` option, SES v2 ``TenantName``).
 
-- :mod:`.subaccounts` -- which backends are sub-account backends, the ``TENANTMAIL["SUBACCOUNTS"]``
-  setting (the parent credentials, settings-only), and building a tenant's inner backend options
-  from the parent credential plus the tenant's platform-set ``mail_subaccount`` identifier;
-- :mod:`.mailgun`, :mod:`.sparkpost`, :mod:`.amazon_ses` -- small subclasses of Anymail's backends
-  that put the identifier where each ESP expects it (an HTTP request header, Anymail's
-  ``subaccount`` option, SES v2 ``TenantName``).
-
-Core pieces it uses: :mod:`tenantmail.config` calls :func:`.subaccounts.subaccount_account` from
-``_tenant_account`` (so the pool fingerprint, masking and every error path treat the result like
-any tenant's options), :mod:`tenantmail.conf` parses the setting with
-:func:`.subaccounts.parse_subaccounts`, and :mod:`tenantmail.isolation` supplies the defaults that
-keep Anymail from reading the platform's ``ANYMAIL`` settings.
+Core pieces it uses: :mod:`tenantmail.subaccounts` (which backends are sub-account backends, the
+settings-only ``TENANTMAIL["SUBACCOUNTS"]`` parent credentials, and a tenant's options built from
+them, called by :mod:`tenantmail.config` so the pool fingerprint, masking and every error path
+treat the result like any tenant's options) and :mod:`tenantmail.isolation` (the defaults that keep
+Anymail from reading the platform's ``ANYMAIL`` settings). The core names these classes by dotted
+path only, so it never imports this subpackage.
 """

@@ -22,7 +22,7 @@ class MailgunSubaccountBackend(_MailgunBackend):  # type: ignore[misc]  # Anymai
     """Anymail's Mailgun backend, sending on behalf of the sub-account ``subaccount_id``."""
 
     #: Which ``TENANTMAIL["SUBACCOUNTS"]`` entry holds the parent credential, and which option
-    #: carries the tenant's identifier (read by :mod:`tenantmail.esp.subaccounts`).
+    #: carries the tenant's identifier (read by :mod:`tenantmail.subaccounts`).
     subaccount_esp = "mailgun"
     subaccount_option = "subaccount_id"
 

@@ -1,15 +1,15 @@
 """Delivery events per tenant: webhooks validated with each tenant's own keys.
 
 Owns: tenant-aware subclasses of Anymail's webhook views (:mod:`.views`, :mod:`.esps`), their
-URLs (:mod:`.urls`, :func:`tracking_url`), Amazon SNS signature checks (:mod:`.sns`), the
-per-tenant suppression list (:mod:`.suppression`, model ``tenantmail.models.Suppression``) and
-delivery status on the queue's outbox when it exists (:mod:`.outbox`).
+URLs (:mod:`.urls`, :func:`tracking_url`), Amazon SNS signature checks (:mod:`.sns`), recording
+suppressing events on the tenant's list, and delivery status on the queue's outbox when it exists
+(:mod:`.outbox`).
 
 Built on: ``anymail.webhooks.*`` (parsing, signature checks) and Anymail's signals; from the core,
 ``tenancy.tenant_cache`` (tenant lookup), ``conf`` (public schema, metadata key), ``fields``
 (the encrypted ``mail_webhook_secrets``), ``signals`` (``tracking``, ``inbound``,
-``suppressed``). The core calls back into this package in one place: ``TenantBackend``'s
-suppression hook (:func:`.suppression.enforce`).
+``suppressed``), ``suppression`` (the per-tenant list, model ``tenantmail.models.Suppression``,
+which ``TenantBackend`` enforces on send). The core never imports this package for sending.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``TENANTMAIL["SUPPRESSION"]`` and ``TENANTMAIL["WEBHOOKS"]``: parsed lazily, cached.
+"""``TENANTMAIL["WEBHOOKS"]``: parsed lazily, cached.
 
 Kept out of the core ``tenantmail.conf`` (which only lists the two keys as known) so the core does
 not depend on this subpackage. Re-read after ``setting_changed`` like the core settings.
@@ -11,15 +11,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal
+from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from ..exceptions import TenantMailConfigurationError
-
-SuppressionMode = Literal["off", "drop", "raise"]
 
 #: Where Amazon SNS serves the certificates it signs messages with (AWS documents the host;
 #: the .cn suffix covers the China regions).
@@ -32,7 +30,6 @@ _WEBHOOK_KEYS = frozenset(
 
 @dataclass(frozen=True)
 class WebhookSettings:
-    suppression: SuppressionMode = "off"
     #: Reject Mailgun webhooks whose signed timestamp is older (or newer) than this many seconds.
     mailgun_max_age: float | None = 600.0
     sns_cert_url_pattern: re.Pattern[str] = re.compile(DEFAULT_SNS_CERT_URL_PATTERN)
@@ -60,9 +57,6 @@ def load_webhook_settings() -> WebhookSettings:
     raw = getattr(settings, "TENANTMAIL", {})
     if not isinstance(raw, Mapping):
         raise TenantMailConfigurationError("must be a dict", setting="TENANTMAIL")
-    mode = raw.get("SUPPRESSION", "off")
-    if mode not in ("off", "drop", "raise"):
-        raise _error("SUPPRESSION", 'must be "off", "drop" or "raise"')
     hooks = raw.get("WEBHOOKS", {})
     if not isinstance(hooks, Mapping):
         raise _error("WEBHOOKS", "must be a dict")
@@ -81,7 +75,6 @@ def load_webhook_settings() -> WebhookSettings:
         raise _error('WEBHOOKS"]["SNS_CA_BUNDLE', "must be True (system CAs) or a CA bundle path")
     timeout = _seconds(hooks, "SNS_CERT_TIMEOUT", 5.0)
     return WebhookSettings(
-        suppression=mode,
         mailgun_max_age=_seconds(hooks, "MAILGUN_MAX_AGE", 600.0),
         sns_cert_url_pattern=compiled,
         sns_ca_bundle=bundle,

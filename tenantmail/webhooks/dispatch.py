@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from anymail.signals import AnymailTrackingEvent
 from django_tenants.utils import schema_context, tenant_context
 
+from .. import suppression
 from ..conf import get_settings
 from ..tenancy import tenant_cache
-from . import outbox, suppression
+from . import outbox
 
 if TYPE_CHECKING:
     from .views import Event, TenantWebhookMixin

@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING
 from anymail.signals import AnymailTrackingEvent, EventType
 from django.core.mail import EmailMessage
 
-from .. import signals
-from ..conf import get_settings
-from ..exceptions import TenantMailError
-from .conf import get_webhook_settings
+from . import signals
+from .conf import get_settings
+from .exceptions import TenantMailError
 
 if TYPE_CHECKING:
-    from ..config import MailConfig
+    from .config import MailConfig
 
-logger = logging.getLogger("tenantmail.webhooks")
+logger = logging.getLogger("tenantmail.suppression")
 
 #: Anymail's event type -> Suppression.reason. BOUNCED is a hard bounce (soft ones are DEFERRED).
 SUPPRESSING_EVENTS = {
@@ -64,7 +63,7 @@ def _schema(tenant: str | None) -> str:
 
 def record_events(tenant: str | None, events: Iterable[AnymailTrackingEvent], esp_name: str) -> int:
     """Add the recipients of suppressing events to ``tenant``'s list (idempotent)."""
-    from ..models import Suppression
+    from .models import Suppression
 
     schema = _schema(tenant)
     rows: dict[str, Suppression] = {}
@@ -93,7 +92,7 @@ def record_events(tenant: str | None, events: Iterable[AnymailTrackingEvent], es
 
 def suppress(tenant: str | None, address: str, reason: str = "manual") -> bool:
     """Add ``address`` to ``tenant``'s list by hand; ``False`` if it was there already."""
-    from ..models import Suppression
+    from .models import Suppression
 
     _obj, created = Suppression.objects.get_or_create(
         tenant_schema=_schema(tenant), address=normalize(address), defaults={"reason": reason}
@@ -103,7 +102,7 @@ def suppress(tenant: str | None, address: str, reason: str = "manual") -> bool:
 
 def unsuppress(tenant: str | None, address: str) -> bool:
     """Let ``tenant`` send to ``address`` again; ``False`` if it was not suppressed."""
-    from ..models import Suppression
+    from .models import Suppression
 
     deleted, _by_model = Suppression.objects.filter(
         tenant_schema=_schema(tenant), address=normalize(address)
@@ -123,7 +122,7 @@ def _soft_bounce(event: AnymailTrackingEvent) -> bool:
 
 
 def suppressed_addresses(tenant: str | None, addresses: Iterable[str]) -> set[str]:
-    from ..models import Suppression
+    from .models import Suppression
 
     wanted = {normalize(a) for a in addresses} - {""}
     if not wanted:
@@ -137,7 +136,7 @@ def suppressed_addresses(tenant: str | None, addresses: Iterable[str]) -> set[st
 
 def enforce(config: MailConfig, messages: Sequence[EmailMessage]) -> Sequence[EmailMessage]:
     """The messages to send (the send path's hook); ``messages`` itself while suppression is off."""
-    mode = get_webhook_settings().suppression
+    mode = get_settings().suppression
     if mode == "off":
         return messages
     return _enforce(mode, config.tenant, messages)
@@ -177,6 +176,6 @@ def _enforce(
 
 
 def _backend_class() -> type:
-    from ..backends import TenantBackend
+    from .backends import TenantBackend
 
     return TenantBackend

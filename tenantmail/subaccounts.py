@@ -16,8 +16,8 @@ from typing import Any, Final, NamedTuple
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
-from ..exceptions import TenantMailConfigurationError
-from ..isolation import ISOLATING_DEFAULTS, SES_BACKEND, isolation_base
+from .exceptions import TenantMailConfigurationError
+from .isolation import ISOLATING_DEFAULTS, SES_BACKEND, isolation_base
 
 SETTING: Final = 'TENANTMAIL["SUBACCOUNTS"]'
 
