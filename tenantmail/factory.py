@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 from django.core import mail
 from django.core.exceptions import ImproperlyConfigured
@@ -123,9 +124,32 @@ def _tenant_error_class(original: type[Exception]) -> type[TenantMailConfigurati
     cls = _error_classes.get(original)
     if cls is None:
         name = f"TenantMailConfigurationError_{original.__name__}"
-        cls = type(name, (TenantMailConfigurationError, original), {"__module__": __name__})
+        cls = type(
+            name,
+            (TenantMailConfigurationError, original),
+            {"__module__": __name__, "__reduce__": _reduce_combined},
+        )
         _error_classes[original] = cls
     return cls
+
+
+def _reduce_combined(error: BaseException) -> tuple[Any, ...]:
+    # The class is made at run time, so pickle cannot find it by name: rebuild it from the
+    # backend's own (importable) exception class instead. Celery and retry queues pickle errors.
+    original = next(
+        base for base in type(error).__bases__ if base is not TenantMailConfigurationError
+    )
+    return (_rebuild_combined, (original, error.args, dict(error.__dict__)))
+
+
+def _rebuild_combined(
+    original: type[Exception], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    cls = _tenant_error_class(original)
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 def _backend_setting(config: MailConfig) -> str:

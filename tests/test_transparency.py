@@ -9,6 +9,7 @@ unpooled backend built per send, and the two outcomes must be equal.
 
 from __future__ import annotations
 
+import pickle
 import smtplib
 import sys
 import timeit
@@ -325,6 +326,10 @@ def test_a_tenant_option_error_is_both_a_tenant_config_error_and_the_backends_ow
     assert isinstance(raised.value, TenantMailConfigurationError)
     assert (raised.value.tenant, raised.value.setting) == ("hooli", "mail_options")
     assert str(options["password"]) not in str(raised.value)
+    # Still an ordinary exception to a queue or cache that pickles it (Celery, retry queues).
+    copy = pickle.loads(pickle.dumps(raised.value))  # noqa: S301 - our own bytes
+    assert type(copy) is type(raised.value)
+    assert (copy.tenant, copy.setting, str(copy)) == ("hooli", "mail_options", str(raised.value))
 
 
 def test_any_setting_change_forgets_pooled_backends_configs_and_tenant_rows(
