@@ -5,7 +5,7 @@
 - the backend is chosen from ``TENANTMAIL["ALLOWED_BACKENDS"]`` (short names where there is one,
   blank = the platform's account);
 - secrets (``api_key``, ``server_token``, ``password``, ...) are password inputs that are never
-  rendered back: the help text shows the stored value masked (``key…4f2a``) and a blank input
+  rendered back: the help text shows the stored value masked (``…4f2a``) and a blank input
   keeps it;
 - harmless options (``sender_domain``, ``api_url``, ``host``, ``port``, ...) are plain inputs;
 - anything else goes in "Other options" (JSON, never rendered back either);
