@@ -37,10 +37,11 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 
 from .conf import BACKEND_ALIASES, expand_backend, get_settings
 from .config import resolve
+from .diagnosis import TENANT_SETTINGS, Draft
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .masking import PUBLIC_OPTION_NAMES, mask, masked
-from .models import ENDPOINT_OPTIONS, TenantMailSource
+from .models import ENDPOINT_OPTIONS, SECRET_ENDPOINT_OPTIONS, TenantMailSource
 from .subaccounts import SUBACCOUNT_BACKENDS
 from .tenancy import ActiveTenant
 from .validation import check_defaults
@@ -122,8 +123,6 @@ BACKEND_OPTION_FIELDS: Mapping[str, tuple[str, ...]] = {
 }
 
 _SHORT_NAMES = {path: short for short, path in BACKEND_ALIASES.items()}
-#: The tenant settings a resolver error can point at (others are the platform's, not the form's).
-_TENANT_SETTINGS = frozenset({"mail_backend", "mail_options", "mail_defaults", "mail_subaccount"})
 
 
 def option_field_name(option: str) -> str:
@@ -173,16 +172,6 @@ def _reason(error: TenantMailConfigurationError) -> str:
     prefix = [f"tenant {error.tenant!r}"] if error.tenant is not None else []
     prefix += [error.setting] if error.setting is not None else []
     return str(error).removeprefix(f"{', '.join(prefix)}: ")
-
-
-class _Draft:
-    """Stands in for the tenant while the resolver validates what the form would save."""
-
-    def __init__(self, source: TenantMailSource) -> None:
-        self.source = source
-
-    def get_mail_config(self) -> TenantMailSource:
-        return self.source
 
 
 class _OtherOptionsField(forms.Field):
@@ -420,7 +409,10 @@ class TenantMailForm(_FormBase):
             []
             if other is not None
             else ["mail_options_other"]
-            * any(k not in PUBLIC_OPTION_NAMES and k not in ENDPOINT_OPTIONS for k in options)
+            * any(
+                k not in PUBLIC_OPTION_NAMES and k not in ENDPOINT_OPTIONS - SECRET_ENDPOINT_OPTIONS
+                for k in options
+            )
         )
         for option, spec in OPTION_FIELDS.items():
             name = option_field_name(option)
@@ -445,7 +437,10 @@ class TenantMailForm(_FormBase):
         """A kept ("leave blank") secret may not follow a new API URL or SMTP host: whoever may
         edit the tenant but not read its secrets could otherwise point it at their own server."""
         if backend != self.stored_backend:
-            return  # switching backends never keeps a secret (see _collect_options)
+            # Switching backends never keeps a secret (see _collect_options): every secret going
+            # to the new destination was typed in, so the model may take it there.
+            self._endpoint_moved = True
+            return
         stored = self.stored_options
         moved = [n for n in sorted(ENDPOINT_OPTIONS) if options.get(n) != stored.get(n)]
         self._endpoint_moved = bool(moved)
@@ -499,9 +494,9 @@ class TenantMailForm(_FormBase):
             subaccount=str(subaccount or ""),
         )
         try:
-            resolve(ActiveTenant(self._schema(), _Draft(source)))
+            resolve(ActiveTenant(self._schema(), Draft(source)))
         except TenantMailConfigurationError as error:
-            if error.setting not in _TENANT_SETTINGS:
+            if error.setting not in TENANT_SETTINGS:
                 return  # the platform's configuration: not this form's business
             field = "mail_options_other" if error.setting == "mail_options" else error.setting
             self.add_error(field if field in self.fields else None, _reason(error))
@@ -561,6 +556,7 @@ SENSITIVE_POST_PARAMETERS: tuple[str, ...] = (
     *(option_field_name(o) for o, spec in OPTION_FIELDS.items() if spec.secret),
     "mail_options_other",
     "mail_options",
+    "mail_webhook_secrets",
 )
 
 _FORM_FIELDS = frozenset(

@@ -9,6 +9,7 @@ resolver as a whole) runs separately and what they raise is collected, de-duplic
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -23,15 +24,15 @@ from .models import TenantMailSource
 from .tenancy import ActiveTenant
 from .validation import check_defaults, check_options
 
-__all__ = ["TENANT_SETTINGS", "tenant_problems"]
+__all__ = ["TENANT_SETTINGS", "Draft", "tenant_problems"]
 
 #: The settings a tenant's own row can fix; errors about anything else are the platform's.
-TENANT_SETTINGS = frozenset({"mail_backend", "mail_options", "mail_defaults"})
+TENANT_SETTINGS = frozenset({"mail_backend", "mail_options", "mail_defaults", "mail_subaccount"})
 
 
-class _Draft:
-    """Stands in for the tenant so that the resolver reads ``source`` (and caches nothing
-    about the real instance)."""
+class Draft:
+    """Stands in for the tenant so that the resolver reads ``source`` -- what a form or a row
+    would save -- and caches nothing about the real instance."""
 
     def __init__(self, source: TenantMailSource) -> None:
         self.source = source
@@ -74,8 +75,8 @@ def tenant_problems(schema: str, source: TenantMailSource) -> list[TenantMailCon
         for name, value in defaults.items():
             run(partial(check_defaults, {name: value}, schema))
     if source.backend:
-        draft = TenantMailSource(source.backend, clean_options, source.defaults)
+        draft = dataclasses.replace(source, options=clean_options)
         run(lambda: _tenant_account(draft, schema, get_settings()))
     # The resolver as a send runs it: whatever the per-rule runs above could not see.
-    run(lambda: resolve(ActiveTenant(schema, _Draft(source))))
+    run(lambda: resolve(ActiveTenant(schema, Draft(source))))
     return list(problems.values())

@@ -22,6 +22,9 @@ from .masking import PUBLIC_OPTION_NAMES, SecretDict
 #: Options that say *where* the stored secrets are sent. Changing one of them while keeping a
 #: stored secret would hand that secret to whoever chose the new destination.
 ENDPOINT_OPTIONS = frozenset({"api_url", "host", "port", "client_params", "session_params"})
+#: Endpoint options that carry secrets themselves (SES ``session_params`` holds the AWS keys): left
+#: unchanged while another endpoint option moves, they are a kept secret like any other.
+SECRET_ENDPOINT_OPTIONS = frozenset({"session_params"})
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,11 @@ class TenantMailMixin(models.Model):
 
     def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
         super().refresh_from_db(*args, **kwargs)
-        self._remember_mail_endpoint()
+        # Django also calls this to load one deferred field: only a reload of mail_options
+        # makes the in-memory options the stored ones.
+        fields = kwargs.get("fields")
+        if fields is None or "mail_options" in fields:
+            self._remember_mail_endpoint()
 
     def _remember_mail_endpoint(self) -> None:
         self._tenantmail_confirmed = False
@@ -224,7 +231,7 @@ class TenantMailMixin(models.Model):
             name
             for name, value in options.items()
             if name not in PUBLIC_OPTION_NAMES
-            and name not in ENDPOINT_OPTIONS
+            and name not in ENDPOINT_OPTIONS - SECRET_ENDPOINT_OPTIONS
             and value not in (None, "")
             and old.get(name) == value
         )

@@ -408,6 +408,7 @@ def _admin_post_with_canary(model_admin: Any, tenant: Client) -> Any:
     form_class = model_admin.get_form(RequestFactory().get("/"), tenant)
     data = {**as_submitted(form_class(instance=tenant)), field("api_key"): ADMIN_CANARY}
     data["mail_options_other"] = json.dumps({"webhook_secret": ADMIN_CANARY})
+    data["mail_webhook_secrets"] = json.dumps({"mailgun": {"webhook_signing_key": ADMIN_CANARY}})
     request = RequestFactory().post(f"/admin/tenants_app/client/{tenant.pk}/change/", data)
     request.user = User(username="op", is_active=True, is_staff=True, is_superuser=True)
     request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]

@@ -175,3 +175,56 @@ def test_the_admin_form_wants_other_secrets_again_for_a_new_endpoint(
 def test_unchanged_endpoint_keeps_secrets_without_asking(tenants: Tenants) -> None:
     form: Any = post(tenants.acme, name="Acme Two")
     assert form.is_valid(), form.errors
+
+
+def test_ses_keys_kept_in_session_params_do_not_follow_a_new_endpoint(tenants: Tenants) -> None:
+    # Review finding: session_params is an endpoint option *and* where SES keeps the AWS keys.
+    keys = {"aws_access_key_id": "AKIATENANT000000001", "aws_secret_access_key": "s3cr3t-ses-99"}
+    initech = tenants.initech
+    initech.mail_backend = "amazon_ses"
+    initech.mail_options = {
+        "session_params": {**keys, "region_name": "eu-west-1"},
+        "client_params": {"endpoint_url": "https://email.eu-west-1.amazonaws.com"},
+    }
+    initech.save()
+    initech = Client.objects.get(pk=initech.pk)
+    initech.mail_options = {
+        **initech.mail_options,
+        "client_params": {"endpoint_url": "https://collector.attacker.example"},
+    }
+    with pytest.raises(TenantMailConfigurationError, match="session_params") as caught:
+        initech.save()
+    assert keys["aws_secret_access_key"] not in str(caught.value)
+
+
+def test_loading_a_deferred_field_does_not_bless_unsaved_options(tenants: Tenants) -> None:
+    # Review finding: Django loads a deferred field through refresh_from_db(fields=[...]).
+    acme = Client.objects.defer("name").get(pk=tenants.acme.pk)
+    acme.mail_options = {**acme.mail_options, "api_url": EVIL_URL}
+    assert acme.name  # loads the deferred field
+    with pytest.raises(TenantMailConfigurationError, match="api_url changed"):
+        acme.save()
+
+
+def test_a_new_backend_with_every_secret_typed_in_may_move_the_endpoint(
+    tenants: Tenants, settings: Any
+) -> None:
+    # Review finding: switching backend skipped the form's endpoint bookkeeping, so the model's
+    # save() refused what the form had accepted (a 500 in the admin).
+    settings.TENANTMAIL = {
+        **settings.TENANTMAIL,
+        "ALLOWED_BACKENDS": ["mailgun", "postmark", "smtp", "tenantmail.smtp.EmailBackend"],
+    }
+    hooli = Client.objects.get(pk=tenants.hooli.pk)
+    form = post(
+        hooli,
+        mail_backend="tenantmail.smtp.EmailBackend",
+        **{field("host"): "smtp.elsewhere.example", field("password"): HOOLI_PASSWORD},
+    )
+    assert form.is_valid(), form.errors
+    form.save()
+    stored = Client.objects.get(pk=hooli.pk)
+    assert (stored.mail_backend, stored.mail_options["host"]) == (
+        "tenantmail.smtp.EmailBackend",
+        "smtp.elsewhere.example",
+    )

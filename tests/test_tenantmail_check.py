@@ -95,3 +95,21 @@ def test_needs_the_mixin(settings: Any) -> None:
     settings.TENANT_MODEL = "auth.User"
     with pytest.raises(CommandError, match="does not use TenantMailMixin"):
         call_command("tenantmail_check", stdout=StringIO())
+
+
+def test_sub_account_tenants_are_checked_with_their_identifier(
+    tenants: Tenants, settings: Any, fake_esp: Any
+) -> None:
+    # Review finding: mail_subaccount errors were dropped, and the draft lost the identifier.
+    from tests.test_subaccounts import parents
+
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "SUBACCOUNTS": parents(fake_esp)}
+    tenants.initech.mail_backend = "mailgun_subaccount"
+    tenants.initech.mail_subaccount = "sa-initech-1"
+    tenants.initech.save()
+    assert check() == ("checked 4 tenant(s): no problems.\n", None)
+    tenants.initech.mail_subaccount = ""
+    tenants.initech.save()
+    out, error = check()
+    assert "tenant 'initech', mail_subaccount:" in out
+    assert error == "checked 4 tenant(s): 1 problem(s) in 1 tenant(s)."
