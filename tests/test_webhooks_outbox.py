@@ -23,9 +23,7 @@ pytestmark = pytest.mark.django_db
 ACME_SIGNING = "acme-signing-key-for-outbox"
 GLOBEX_BASIC = "globex:outbox-basic"
 OUTBOX = outbox.outbox_model()
-needs_outbox = pytest.mark.skipif(
-    OUTBOX is None, reason="tenantmail.models.OutboxMessage (the queue, issue 9) is not merged yet"
-)
+PLATFORM_SIGNING = "platform-signing-key-for-outbox"
 
 
 @pytest.fixture
@@ -58,13 +56,42 @@ def make_row(tenant: str, esp_message_id: str) -> Any:
     return row
 
 
-def test_events_are_accepted_with_or_without_an_outbox(hooked: Tenants) -> None:
-    assert post(tracking_url("acme", "mailgun"), mailgun_post(ACME_SIGNING)) == 200
-    if OUTBOX is None:
-        assert outbox.record_events("acme", []) == 0
+def test_the_outbox_model_is_found() -> None:
+    assert OUTBOX is not None
 
 
-@needs_outbox
+def test_platform_mail_rows_get_their_delivery_status(hooked: Tenants, settings: Any) -> None:
+    # Review finding: platform rows are stored with a blank tenant_schema, and the update
+    # looked for the public schema's name instead.
+    settings.ANYMAIL = {"MAILGUN_WEBHOOK_SIGNING_KEY": PLATFORM_SIGNING}
+    row = make_row("public", "<p1@mg.saas.example>")
+    assert row.tenant_schema == ""
+    event = mailgun_post(PLATFORM_SIGNING, message_id="p1@mg.saas.example")
+    assert post(tracking_url(None, "mailgun"), event) == 200
+    row.refresh_from_db()
+    assert row.delivery_status == "delivered"
+
+
+def test_csrf_and_login_middleware_let_the_esp_post(hooked: Tenants, settings: Any) -> None:
+    # Review finding: overriding dispatch() dropped Anymail's csrf_exempt / login_not_required.
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE,
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    ]
+    body, content_type, headers = mailgun_post(ACME_SIGNING)
+    response = HttpClient(enforce_csrf_checks=True).post(
+        tracking_url("acme", "mailgun"),
+        data=body,
+        content_type=content_type,
+        HTTP_HOST="localhost",
+        **headers,
+    )
+    assert response.status_code == 200
+
+
 def test_delivered_then_bounced_updates_the_row_in_order(hooked: Tenants) -> None:
     row = make_row("acme", "<m1@mg.acme.example>")
     url = tracking_url("acme", "mailgun")
@@ -86,7 +113,6 @@ def test_delivered_then_bounced_updates_the_row_in_order(hooked: Tenants) -> Non
     assert row.delivery_status == "bounced"
 
 
-@needs_outbox
 def test_a_tenant_cannot_update_another_tenants_rows(hooked: Tenants) -> None:
     theirs = make_row("globex", "883953f4-6105-42a2-a16a-77a8eac79483")
     mine = make_row("acme", "883953f4-6105-42a2-a16a-77a8eac79483")

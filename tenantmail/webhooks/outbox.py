@@ -42,16 +42,16 @@ def record_events(tenant: str | None, events: Sequence[AnymailTrackingEvent]) ->
     model = outbox_model()
     if model is None:
         return 0
-    schema = tenant or get_settings().public_schema_name
+    # The queue stores platform mail with a blank tenant_schema (not the public schema's name).
+    schema = tenant or ""
     updated = 0
     for event in events:
         if not event.message_id:
             continue
         when = event.timestamp or timezone.now()
         updated += (
-            model._default_manager.filter(
-                tenant_schema=schema, esp_message_id__in=_message_ids(str(event.message_id))
-            )
+            model._default_manager.using(get_settings().tenant_db_alias)
+            .filter(tenant_schema=schema, esp_message_id__in=_message_ids(str(event.message_id)))
             .filter(Q(delivery_updated_at__isnull=True) | Q(delivery_updated_at__lte=when))
             .update(delivery_status=str(event.event_type), delivery_updated_at=when)
         )

@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from anymail.exceptions import AnymailError, AnymailWebhookValidationFailure
 from anymail.signals import AnymailInboundEvent, AnymailTrackingEvent
+from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ImproperlyConfigured
 from django.dispatch import Signal
 from django.http import HttpRequest, HttpResponse
+from django.utils.decorators import method_decorator
+from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import get_settings
 from ..tenancy import tenant_cache
@@ -64,6 +67,10 @@ class TenantWebhookMixin:
         # (hence whose secrets) is only known in dispatch().
         self._initkwargs = initkwargs
 
+    # ESPs post without a CSRF token or a login, as to Anymail's own views. as_view() copies
+    # these markers from *this* dispatch (Anymail's decorated one is overridden here).
+    @method_decorator(csrf_exempt)
+    @method_decorator(login_not_required)
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         tenant_key = kwargs.pop("tenant_key", None)
         try:
