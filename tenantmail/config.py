@@ -144,7 +144,7 @@ def _tenant_account(
         if options.key_error is not None:  # the key ring itself is broken, not this row
             raise TenantMailConfigurationError(
                 f"cannot be decrypted: {options.key_error}", tenant=schema, setting="mail_options"
-            ) from options.key_error
+            ) from None  # the cause's frames hold the whole key ring; its text is quoted above
         raise TenantMailConfigurationError(
             'no key in TENANTMAIL["ENCRYPTION_KEYS"] decrypts it; add back the key it was '
             "encrypted with, or enter the credentials again",

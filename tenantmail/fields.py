@@ -54,7 +54,9 @@ def _decode(token: str) -> Any:
     except crypto.InvalidToken:
         return UndecryptableOptions(token)
     except TenantMailConfigurationError as error:
-        return UndecryptableOptions(token, key_error=error)
+        # Kept without its traceback: those frames hold the whole key ring, and the error is
+        # re-raised at send time, long after this load, where nothing would clear them.
+        return UndecryptableOptions(token, key_error=error.with_traceback(None))
     value = json.loads(plaintext)
     return SecretDict(value) if isinstance(value, dict) else value
 

@@ -146,6 +146,17 @@ def _check_ses(options: Mapping[str, Any], schema: str) -> None:
     if not isinstance(client, Mapping):
         raise _error("option 'client_params' must be a JSON object", schema)
     _allowed(client, SES_CLIENT_PARAMS, "client_params", schema)
+    from .conf import get_settings  # conf imports this module (through subaccounts)
+
+    if client.get("endpoint_url") and get_settings().block_private_endpoints:
+        # boto3 makes its own connections, past the socket check BLOCK_PRIVATE_ENDPOINTS puts on
+        # SMTP and requests sessions: a tenant-chosen SES endpoint is refused outright instead.
+        raise _error(
+            "client_params 'endpoint_url' may not be set by a tenant while "
+            'TENANTMAIL["BLOCK_PRIVATE_ENDPOINTS"] is on: the platform cannot check where boto3 '
+            "connects",
+            schema,
+        )
     if "verify" in client and not isinstance(client["verify"], bool):
         raise _error(
             "client_params 'verify' must be true or false: a path names a file on the "

@@ -311,3 +311,24 @@ def test_a_real_smtp_reply_from_a_tenant_host_is_kept(tenants: Tenants) -> None:
             mailer(tenant="hooli").send_messages([message()])
     finally:
         server.close()
+
+
+def test_blocking_refuses_a_tenant_chosen_ses_endpoint(tenants: Any, settings: Any) -> None:
+    # Review finding: boto3 connects past the socket check, so BLOCK_PRIVATE_ENDPOINTS did
+    # nothing for an SES tenant's client_params.endpoint_url.
+    from tenantmail.config import resolve
+    from tenantmail.exceptions import TenantMailConfigurationError
+    from tenantmail.tenancy import current_tenant
+    from tests.test_isolation import tenant_session
+
+    block_private(settings)
+    initech = tenants.initech
+    initech.mail_backend = "amazon_ses"
+    initech.mail_options = {
+        "session_params": tenant_session(),
+        "client_params": {"endpoint_url": "http://169.254.169.254/"},
+    }
+    initech.save()
+    with pytest.raises(TenantMailConfigurationError, match="endpoint_url") as caught:
+        resolve(current_tenant(initech))
+    assert "169.254" not in str(caught.value)
