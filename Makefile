@@ -17,7 +17,7 @@ EXTRAS := mailgun,postmark,sendgrid,amazon-ses,brevo,resend,queue
 help:
 	@echo "make demo   - four tenants send through their own credentials to loopback fake servers"
 	@echo "make serve  - the example site in a browser (admin, tenant pages, received mail)"
-	@echo "make test   - lint, type-check, tests with coverage, and the Django 5.2/6.0/6.1 matrix"
+	@echo "make test   - lint, type-check, tests with coverage (6.1), and the Django 5.2/6.0 matrix"
 	@echo "make bench  - benchmarks (a report, not a gate)"
 
 $(BIN)/python:
