@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -54,7 +54,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .masking import mask
 
-__all__ = ["FakeESP", "FakeSMTP", "ReceivedMessage", "mask"]
+__all__ = ["FakeESP", "FakeSMTP", "ReceivedMessage", "Route", "mask", "route"]
 
 LOOPBACK = "127.0.0.1"
 # Bounds how long stop() waits for handler threads; they are woken up
@@ -311,6 +311,32 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class Route(NamedTuple):
+    """An extra endpoint of the fake (account, provisioning and verification APIs).
+
+    ``handler(fake, match, headers, body, conn_id)`` builds the reply. Routes live in their own
+    modules (registered with :func:`route`) so this module keeps to the send APIs.
+    """
+
+    method: str
+    pattern: re.Pattern[str]
+    handler: Callable[[FakeESP, re.Match[str], Message[str, str], bytes, int], _Reply]
+
+
+#: Extra routes, tried before the send APIs; filled by :func:`route` at import.
+ROUTES: list[Route] = []
+
+
+def route(method: str, pattern: str) -> Callable[[Callable[..., _Reply]], Callable[..., _Reply]]:
+    """Register ``handler`` for ``method`` requests whose path matches ``pattern`` (anchored)."""
+
+    def register(handler: Callable[..., _Reply]) -> Callable[..., _Reply]:
+        ROUTES.append(Route(method, re.compile(pattern), handler))
+        return handler
+
+    return register
+
+
 _MAILGUN = re.compile(r"^/mailgun/v3/(?P<domain>[^/]+)/messages$")
 _POSTMARK = re.compile(r"^/postmark/email(?P<kind>|/batch|/withTemplate/?|/batchWithTemplates)$")
 _SENDGRID = re.compile(r"^/sendgrid/v3/mail/send$")
@@ -514,14 +540,8 @@ class FakeESP(_Recorder):
         if self.delay:
             self._stopping.wait(self.delay)
         path = urlsplit(path).path
-        esp = next(
-            (
-                name
-                for name in ("mailgun", "postmark", "sendgrid", "sparkpost", "amazon_ses")
-                if path.startswith(f"/{name}/")
-            ),
-            "unknown",
-        )
+        # Every API lives under a prefix named after its ESP: /mailgun/..., /brevo/...
+        esp = path.split("/", 2)[1] if path.count("/") >= 2 else "unknown"
         with self._lock:
             faulted = bool(self._faults)
             fault = self._faults.popleft() if faulted else None
@@ -544,6 +564,9 @@ class FakeESP(_Recorder):
     def _dispatch(
         self, method: str, path: str, headers: Message[str, str], body: bytes, conn_id: int
     ) -> _Reply:
+        for extra in ROUTES:
+            if extra.method == method and (match := extra.pattern.match(path)):
+                return extra.handler(self, match, headers, body, conn_id)
         if method != "POST":  # the send APIs are POST-only
             return _json_reply(404, {"message": "Not Found"})
         if match := _MAILGUN.match(path):

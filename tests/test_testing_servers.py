@@ -39,6 +39,7 @@ from anymail.exceptions import (
 from django.core.mail import EmailMessage
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
+from tenantmail import testing
 from tenantmail.testing import FakeESP, FakeSMTP, ReceivedMessage, mask
 
 # Fake credentials with realistic shapes; each ends in a distinct suffix so a
@@ -277,6 +278,28 @@ def test_unknown_path_is_404(esp: FakeESP) -> None:
     assert response.status_code == 404
     assert requests.get(esp.mailgun_api_url, timeout=5).status_code == 404
     assert esp.rejected == [("mailgun", 404), ("mailgun", 404)]
+
+
+def test_registered_routes_answer_before_the_send_apis(
+    esp: FakeESP, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Account/provisioning endpoints are added with testing.route(); any method, tried first.
+    monkeypatch.setattr(testing, "ROUTES", [])
+    seen: list[tuple[str, bytes]] = []
+
+    @testing.route("GET", r"^/brevo/v3/corporate/(?P<id>\d+)$")
+    def corporate(fake: FakeESP, match: Any, headers: Any, body: bytes, conn: int) -> Any:
+        seen.append((match["id"], body))
+        return testing._json_reply(200, {"id": int(match["id"])})
+
+    response = requests.get(f"{esp.base_url}brevo/v3/corporate/42", timeout=5)
+    missing = requests.post(f"{esp.base_url}brevo/v3/corporate/42", timeout=5)
+
+    assert response.status_code == 200
+    assert response.json() == {"id": 42}
+    assert seen == [("42", b"")]
+    assert missing.status_code == 404  # only the registered method
+    assert esp.rejected == [("brevo", 404)]  # the ESP named by the path prefix
 
 
 def test_malformed_json_is_400(esp: FakeESP) -> None:
