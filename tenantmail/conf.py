@@ -133,8 +133,9 @@ _KNOWN_KEYS = {
 }
 
 
-def _error(key: str, message: str) -> TenantMailConfigurationError:
-    return TenantMailConfigurationError(message, setting=f'TENANTMAIL["{key}"]')
+def _error(key: str, message: str, *, section: str = "TENANTMAIL") -> TenantMailConfigurationError:
+    # `section` names the dict holding `key`, e.g. 'TENANTMAIL["QUEUE"]' (tenantmail.queue.conf).
+    return TenantMailConfigurationError(message, setting=f'{section}["{key}"]')
 
 
 def expand_backend(name: str) -> str:
@@ -162,7 +163,14 @@ def _parse_default(raw: object) -> PlatformDefault:
     return PlatformDefault(backend=expand_backend(backend), options=dict(options))
 
 
-def _number(raw: Mapping[str, Any], key: str, default: float, *, minimum: float) -> float:
+def _number(
+    raw: Mapping[str, Any],
+    key: str,
+    default: float,
+    *,
+    minimum: float,
+    section: str = "TENANTMAIL",
+) -> float:
     value = raw.get(key, default)
     if (
         isinstance(value, bool)
@@ -170,7 +178,7 @@ def _number(raw: Mapping[str, Any], key: str, default: float, *, minimum: float)
         or not math.isfinite(value)
         or value < minimum
     ):
-        raise _error(key, f"must be a finite number >= {minimum}")
+        raise _error(key, f"must be a finite number >= {minimum}", section=section)
     return value
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -12,6 +11,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from ..conf import _error as core_error
+from ..conf import _number as core_number
 from ..exceptions import TenantMailConfigurationError
 
 #: The task priority range of django.tasks (and the backport).
@@ -54,33 +55,28 @@ _KNOWN_KEYS = frozenset(
 )
 
 
+SECTION = 'TENANTMAIL["QUEUE"]'
+
+
 def _error(key: str, message: str) -> TenantMailConfigurationError:
-    return TenantMailConfigurationError(message, setting=f'TENANTMAIL["QUEUE"]["{key}"]')
+    return core_error(key, message, section=SECTION)
 
 
 def _number(raw: Mapping[str, Any], key: str, default: float, *, minimum: float) -> float:
-    value = raw.get(key, default)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < minimum
-    ):
-        raise _error(key, f"must be a finite number >= {minimum}")
-    return float(value)
+    return float(core_number(raw, key, default, minimum=minimum, section=SECTION))
 
 
 def _rate(value: object, key: str) -> float | None:
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise _error(key, "must be a positive number of messages per second, or None (no limit)")
-    return float(value)
+    problem = "must be a positive number of messages per second, or None (no limit)"
+    try:
+        rate = _number({key: value}, key, 0, minimum=0)
+    except TenantMailConfigurationError:
+        raise _error(key, problem) from None
+    if rate <= 0:
+        raise _error(key, problem)
+    return rate
 
 
 def _name(raw: Mapping[str, Any], key: str, default: str) -> str:

@@ -25,6 +25,7 @@ from ..tenancy import ActiveTenant, TenantLike, current_tenant
 from . import serialize, signals
 from .conf import MIN_PRIORITY, get_queue_settings
 from .exceptions import SecretOverrideError
+from .mailers import delivery_backend
 from .tasks import enqueue_task
 
 logger = logging.getLogger("tenantmail.queue")
@@ -70,11 +71,13 @@ def _message_id(message: EmailMessage, payload: dict[str, Any]) -> str:
     return message_id
 
 
-def _backlog(schema: str, cap: int) -> int:
+def _backlog(schema: str, cap: int, db: str) -> int:
     """How many messages this tenant already has waiting (counted up to ``cap``)."""
-    waiting = OutboxMessage.objects.filter(
-        tenant_schema=schema, status=OutboxMessage.Status.QUEUED
-    ).values("pk")[:cap]
+    waiting = (
+        OutboxMessage.objects.using(db)
+        .filter(tenant_schema=schema, status=OutboxMessage.Status.QUEUED)
+        .values("pk")[:cap]
+    )
     return waiting.count()
 
 
@@ -96,6 +99,8 @@ def enqueue_many(
     active = capture_tenant(tenant)
     schema = active.schema_name if active is not None else ""
     stored_options = check_options(options or {}, tenant=schema or None)
+    if mailer:  # refused now, in the request, rather than failed later in the worker
+        delivery_backend(mailer, stored_options, schema)
     qs = get_queue_settings()
     now = timezone.now()
     due = run_after if run_after is not None else now
@@ -120,7 +125,7 @@ def enqueue_many(
     db = get_settings().tenant_db_alias
     # No transaction of our own: bulk_create is one INSERT (all rows or none), and outside the
     # caller's transaction on_commit runs at once. Two round trips fewer per send_mail().
-    backlog = _backlog(schema, qs.fair_share * -MIN_PRIORITY)
+    backlog = _backlog(schema, qs.fair_share * -MIN_PRIORITY, db)
     for position, row in enumerate(rows, start=backlog):
         row.priority = _priority(position, qs.fair_share)
     OutboxMessage.objects.using(db).bulk_create(rows)

@@ -15,19 +15,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.core.mail import EmailMessage
-from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connections
 from django.utils import timezone
 
 from ..backends import TenantBackend
 from ..conf import get_settings
-from ..exceptions import TenantMailConfigurationError
 from ..masking import mask
 from ..models import OutboxMessage
 from ..tenancy import sending_as
 from . import ratelimit, recovery, serialize, signals
 from .conf import get_queue_settings
 from .exceptions import UnstorableMessageError
+from .mailers import delivery_backend
 from .retry import backoff, classify
 from .tasks import enqueue_task
 
@@ -83,11 +82,13 @@ def deliver(outbox_id: int) -> str:
     row = claim(outbox_id)
     if row is None:
         return "skipped"
-    wait = ratelimit.reserve(row.tenant_schema)
-    if wait > 0:
-        _defer(row, wait)
-        return "deferred"
     try:
+        # Inside the try: an error of the limiter's own (its Redis gone, say) is recorded on
+        # the row and retried like any other, never left as a row stuck in `sending`.
+        wait = ratelimit.reserve(row.tenant_schema)
+        if wait > 0:
+            _defer(row, wait)
+            return "deferred"
         message = _load(row)
         with _as_tenant(row):
             sent = _delivery_backend(row).send_messages([message])
@@ -114,28 +115,8 @@ def _as_tenant(row: OutboxMessage) -> Any:
     return sending_as(row.tenant_schema or get_settings().public_schema_name)
 
 
-def _delivery_backend(row: OutboxMessage) -> BaseEmailBackend:
-    if not row.mailer:
-        return TenantBackend(**row.options)
-    try:
-        from django.core.mail import mailers
-    except ImportError:
-        raise TenantMailConfigurationError(
-            f"mailer={row.mailer!r} needs Django 6.1's MAILERS; leave it blank to send "
-            "through TenantBackend",
-            tenant=row.tenant_schema or None,
-            setting="QueuedBackend mailer",
-        ) from None
-    backend = mailers[row.mailer]
-    if not isinstance(backend, TenantBackend):
-        # A QueuedBackend would queue forever; any other backend would ignore the tenant.
-        raise TenantMailConfigurationError(
-            f"MAILERS[{row.mailer!r}] must be a tenantmail.backends.TenantBackend, "
-            f"not {type(backend).__name__}",
-            tenant=row.tenant_schema or None,
-            setting="QueuedBackend mailer",
-        )
-    return backend
+def _delivery_backend(row: OutboxMessage) -> TenantBackend:
+    return delivery_backend(row.mailer, row.options, row.tenant_schema)
 
 
 def _finish(row: OutboxMessage, **fields: Any) -> bool:
@@ -192,7 +173,8 @@ def describe(exc: BaseException, row: OutboxMessage) -> str:
     text = f"{type(exc).__name__}: {exc}"
     try:
         with _as_tenant(row):
-            options = TenantBackend(**row.options).resolve().options
+            # The account the row was (or would be) sent with: its MAILERS alias's, if any.
+            options = _delivery_backend(row).resolve().options
     except Exception:  # a tenant that cannot be resolved has no credential to hide
         options = {}
     for secret in sorted(_secret_values(options), key=len, reverse=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage
@@ -132,12 +133,22 @@ def test_none_valued_overrides_carry_nothing_and_are_accepted(tenants: Any) -> N
     assert backend.options == {}
 
 
-def test_non_secret_overrides_and_a_mailer_alias_are_fine(tenants: Any) -> None:
-    backend = QueuedBackend(mailer="tenants", requests_timeout=7, alias="queued")
+def test_non_secret_overrides_are_fine(tenants: Any) -> None:
+    backend = QueuedBackend(requests_timeout=7, alias="queued")
     assert "requests_timeout" in repr(backend)
     assert backend.send_messages([_message()]) == 1
     row = OutboxMessage.objects.get()
-    assert (row.mailer, row.options) == ("tenants", {"requests_timeout": 7})
+    assert (row.mailer, row.options) == ("", {"requests_timeout": 7})
+
+
+@pytest.mark.skipif(django.VERSION < (6, 1), reason="MAILERS is Django 6.1+")
+def test_a_mailer_alias_is_fine(tenants: Any, settings: Any) -> None:
+    settings.MAILERS = {
+        **settings.MAILERS,
+        "tenants": {"BACKEND": "tenantmail.backends.TenantBackend"},
+    }
+    assert QueuedBackend(mailer="tenants").send_messages([_message()]) == 1
+    assert OutboxMessage.objects.get().mailer == "tenants"
 
 
 def test_unstorable_messages_fail_at_enqueue_naming_the_part(tenants: Any) -> None:
