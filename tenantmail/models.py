@@ -342,7 +342,11 @@ class OutboxMessage(models.Model):
         indexes = (
             models.Index(fields=["status", "next_attempt_at"], name="tenantmail_outbox_due"),
             models.Index(fields=["status", "lease_expires_at"], name="tenantmail_outbox_lease"),
-            models.Index(fields=["tenant_schema", "status"], name="tenantmail_outbox_tenant"),
+            # (tenant, status, priority): enqueue finds a tenant's deepest priority level and
+            # how full it is in O(log n), whatever the tenant's backlog (fairness).
+            models.Index(
+                fields=["tenant_schema", "status", "priority"], name="tenantmail_outbox_level"
+            ),
             models.Index(fields=["created_at"], name="tenantmail_outbox_created"),
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from email.utils import make_msgid
 from typing import Any
 
@@ -22,13 +23,16 @@ from ..conf import get_settings
 from ..masking import PUBLIC_OPTION_NAMES
 from ..models import OutboxMessage
 from ..tenancy import ActiveTenant, TenantLike, current_tenant
-from . import serialize, signals
-from .conf import MIN_PRIORITY, get_queue_settings
+from . import serialize, signals, storing
+from .conf import get_queue_settings
 from .exceptions import SecretOverrideError
 from .mailers import delivery_backend
 from .tasks import enqueue_task
 
 logger = logging.getLogger("tenantmail.queue")
+
+#: Rows per INSERT: PostgreSQL takes at most 65,535 parameters per statement (~21 per row).
+INSERT_BATCH = 1000
 
 
 def capture_tenant(explicit: TenantLike = None) -> ActiveTenant | None:
@@ -71,22 +75,6 @@ def _message_id(message: EmailMessage, payload: dict[str, Any]) -> str:
     return message_id
 
 
-def _backlog(schema: str, cap: int, db: str) -> int:
-    """How many messages this tenant already has waiting (counted up to ``cap``)."""
-    waiting = (
-        OutboxMessage.objects.using(db)
-        .filter(tenant_schema=schema, status=OutboxMessage.Status.QUEUED)
-        .values("pk")[:cap]
-    )
-    return waiting.count()
-
-
-def _priority(position: int, fair_share: int) -> int:
-    # Each tenant's first `fair_share` waiting messages run at priority 0, the next at -1, ...:
-    # a burst sinks behind the few messages other tenants queue later (fairness between tenants).
-    return max(MIN_PRIORITY, -(position // fair_share))
-
-
 def enqueue_many(
     messages: Sequence[EmailMessage],
     *,
@@ -123,12 +111,14 @@ def enqueue_many(
     if not rows:
         return []
     db = get_settings().tenant_db_alias
-    # No transaction of our own: bulk_create is one INSERT (all rows or none), and outside the
-    # caller's transaction on_commit runs at once. Two round trips fewer per send_mail().
-    backlog = _backlog(schema, qs.fair_share * -MIN_PRIORITY, db)
-    for position, row in enumerate(rows, start=backlog):
-        row.priority = _priority(position, qs.fair_share)
-    OutboxMessage.objects.using(db).bulk_create(rows)
+    # No transaction of our own for a batch that fits one statement: that INSERT is all rows or
+    # none, and outside the caller's transaction on_commit runs at once. Round trips per
+    # send_mail(): the INSERT, then the task's own INSERT (each after django-tenants' SET
+    # search_path).
+    chunks = [rows[i : i + INSERT_BATCH] for i in range(0, len(rows), INSERT_BATCH)]
+    with transaction.atomic(using=db, savepoint=False) if len(chunks) > 1 else nullcontext():
+        for chunk in chunks:
+            storing.insert(chunk, schema=schema, fair_share=qs.fair_share, db=db)
     scheduled = [(row.pk, row.priority) for row in rows]
     transaction.on_commit(lambda: _enqueue_tasks(scheduled, run_after), using=db, robust=True)
     for row in rows:

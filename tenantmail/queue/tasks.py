@@ -61,9 +61,10 @@ def _enqueue(
 
     qs = get_queue_settings()
     backend = task_backends[qs.task_backend]
-    configured = task_.using(backend=qs.task_backend, queue_name=qs.queue_name)
+    # One using() call: each one copies and re-validates the task.
+    options: dict[str, Any] = {"backend": qs.task_backend, "queue_name": qs.queue_name}
     if priority and backend.supports_priority:
-        configured = configured.using(priority=priority)
+        options["priority"] = priority
     if run_after is not None and backend.supports_defer:
-        configured = configured.using(run_after=run_after)
-    configured.enqueue(*args)
+        options["run_after"] = run_after
+    task_.using(**options).enqueue(*args)

@@ -8,14 +8,21 @@ import django
 import pytest
 from django.core import mail
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django_tasks_db.models import DBTaskResult
 from django_tenants.utils import schema_context
 
 from tenantmail import sending_as
 from tenantmail.exceptions import UnknownTenantError
 from tenantmail.models import OutboxMessage
-from tenantmail.queue import QueuedBackend, SecretOverrideError, UnstorableMessageError, enqueue
+from tenantmail.queue import (
+    QueuedBackend,
+    SecretOverrideError,
+    UnstorableMessageError,
+    enqueue,
+    enqueueing,
+)
 from tenantmail.queue import signals as queue_signals
 from tests.conftest import ACME_KEY, PLATFORM_KEY
 
@@ -202,3 +209,34 @@ def test_the_public_names_resolve_after_the_submodules_are_imported() -> None:
     assert Backend.__name__ == "QueuedBackend"
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         tenantmail.queue.nothing  # noqa: B018
+
+
+def test_a_batch_larger_than_one_insert_keeps_counting_levels(
+    tenants: Any, settings: Any, monkeypatch: Any
+) -> None:
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": {"FAIR_SHARE": 2}}
+    monkeypatch.setattr(enqueueing, "INSERT_BATCH", 3)
+    rows = QueuedBackend(tenant="acme").send_messages([_message(f"a{i}") for i in range(10)])
+    assert rows == 10
+    priorities = dict(OutboxMessage.objects.values_list("subject", "priority"))
+    assert [priorities[f"a{i}"] for i in range(10)] == [0, 0, -1, -1, -2, -2, -3, -3, -4, -4]
+
+
+def test_the_deepest_level_is_capped_and_levels_follow_what_still_waits(
+    tenants: Any, settings: Any
+) -> None:
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": {"FAIR_SHARE": 1}}
+    rows = enqueueing.enqueue_many([_message(f"a{i}") for i in range(103)], tenant="acme")
+    assert [r.priority for r in rows[-4:]] == [-99, -100, -100, -100]
+    assert rows[-1].priority == OutboxMessage.objects.get(pk=rows[-1].pk).priority
+    OutboxMessage.objects.all().update(status=OutboxMessage.Status.SENT)
+    assert enqueue(_message(), tenant="acme").priority == 0  # nothing waits: back at the top
+
+
+def test_enqueue_is_one_statement_whatever_the_backlog(tenants: Any) -> None:
+    enqueueing.enqueue_many([_message() for _ in range(300)], tenant="acme")
+    with CaptureQueriesContext(connection) as queries:
+        enqueue(_message(), tenant="acme")
+    statements = [q["sql"] for q in queries if not q["sql"].startswith("SET search_path")]
+    assert len(statements) == 1, statements  # the task's INSERT follows on commit
+    assert statements[0].lstrip().startswith("WITH level")
