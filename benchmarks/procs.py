@@ -121,7 +121,15 @@ class _EspHandler:
             tagged = msg.metadata.get("tenant", intended if intended != "raw" else None)
             if msg.credential != expected or tagged != (None if intended == "raw" else intended):
                 wrong.append(f"{msg.subject!r} tagged {tagged!r} sent with {msg!r}")
-        return {"received": len(messages), "rejected": len(rejected), "wrong": wrong}
+        times = [msg.received_at for msg in messages]
+        return {
+            "received": len(messages),
+            "rejected": len(rejected),
+            "wrong": wrong,
+            # When the first and last message arrived (the queue section's throughput span).
+            "first_at": min(times, default=0.0),
+            "last_at": max(times, default=0.0),
+        }
 
     def close(self) -> None:
         self._stop.set()

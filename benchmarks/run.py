@@ -3,6 +3,7 @@
     python -m benchmarks.run                 # the full run (see BENCHMARKS.md)
     python -m benchmarks.run --quick         # fewer/smaller rounds, for working on the suite
     python -m benchmarks.run --profile 6     # pyinstrument profile of one row instead
+    python -m benchmarks.run --only queue    # just the queue section (vs django-post_office)
 
 A report, not a test: it prints PASS/FAIL per target and exits 0 either way (2 if a row could
 not run at all).
@@ -62,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="profile this row with pyinstrument instead of printing the table",
     )
     parser.add_argument("--output", help="also write the report to this file")
+    parser.add_argument(
+        "--only",
+        choices=("queue",),
+        help="run just this section (queue: tenantmail's queue against django-post_office)",
+    )
     return parser.parse_args(argv)
 
 
@@ -82,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         import django
 
         django.setup()
-        lines = run(args, scale, esp, monitor, started)
+        lines = [] if args.only else run(args, scale, esp, monitor, started)
+        if not args.profile:  # the queue section, appended (benchmarks/queue_bench.py)
+            from .queue_bench import queue_section
+
+            lines += queue_section(esp, quick=args.quick, header=bool(args.only))
     finally:
         esp.stop()
         monitor.stop()

@@ -7,6 +7,7 @@ that server instead of starting the demo's.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from example_site.embedded_pg import database_url, django_database
@@ -47,3 +48,23 @@ _tenantmail: dict[str, Any] = {
 }
 TENANTMAIL = _tenantmail
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+# The queue section's baseline (benchmarks/queue_bench.py): django-post_office's own queue,
+# registered in the benchmark's settings only, never by the library. It sends through plain
+# Anymail with one account; its workers get the fake ESP's URL in their environment.
+if importlib.util.find_spec("post_office") is not None:
+    SHARED_APPS = [*SHARED_APPS, "post_office"]
+    INSTALLED_APPS = [*INSTALLED_APPS, "post_office"]
+    _POST_OFFICE_BACKEND = "benchmarks.queue_backends.PostOfficeMailgun"
+    if _mailers is not None:  # Django 6.1+: post_office delivers through a MAILERS alias
+        MAILERS = {**MAILERS, "post_office": {"BACKEND": _POST_OFFICE_BACKEND}}
+        POST_OFFICE: dict[str, Any] = {"DEFAULT_MAILER": "post_office"}
+    else:
+        POST_OFFICE = {"BACKENDS": {"default": _POST_OFFICE_BACKEND}}
+
+# Worker processes keep their database connection between tasks, as deployed workers do
+# (db_worker calls close_old_connections() after every task: with the default 0, each message
+# would open a new PostgreSQL connection). The benchmark process itself has no request cycle,
+# so this changes nothing for the other rows.
+DATABASES["default"]["CONN_MAX_AGE"] = 600
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
