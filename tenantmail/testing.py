@@ -28,6 +28,7 @@ import binascii
 import collections
 import contextlib
 import dataclasses
+import hashlib
 import http.server
 import itertools
 import json
@@ -54,7 +55,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .masking import mask
 
-__all__ = ["FakeESP", "FakeSMTP", "ReceivedMessage", "Route", "mask", "route"]
+__all__ = ["FakeESP", "FakeSMTP", "ReceivedAttachment", "ReceivedMessage", "Route", "mask", "route"]
 
 LOOPBACK = "127.0.0.1"
 # Bounds how long stop() waits for handler threads; they are woken up
@@ -66,6 +67,27 @@ _HANDSHAKE_TIMEOUT = 5.0
 # serve_forever() only notices shutdown() between polls; short polls keep
 # stop() (run once per test) fast at negligible idle cost.
 _POLL_INTERVAL = 0.01
+
+
+class ReceivedAttachment(NamedTuple):
+    """One attachment as the fake received it (Mailgun and Postmark send APIs).
+
+    ``content_type`` is the MIME type without parameters (no ``charset``). ``content_id`` is set
+    for an inline part (Mailgun: the part's file name; Postmark: its ``ContentID`` without
+    ``cid:``), else None. ``sha256`` is the hex digest of the bytes.
+    """
+
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    content_id: str | None = None
+
+    @classmethod
+    def of(
+        cls, filename: str, content_type: str, data: bytes, content_id: str | None = None
+    ) -> ReceivedAttachment:
+        return cls(filename, content_type, len(data), hashlib.sha256(data).hexdigest(), content_id)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -92,6 +114,20 @@ class ReceivedMessage:
     #: The sub-account the request was sent on behalf of: Mailgun's ``X-Mailgun-On-Behalf-Of``
     #: and SparkPost's ``X-MSYS-SUBACCOUNT`` *request* headers, SES v2's ``TenantName``; else None.
     on_behalf_of: str | None = None
+    # What the message carried, recorded by the Mailgun and Postmark send APIs (the others leave
+    # the defaults): so a test can check what a queue worker actually sent, not what it meant to.
+    #: Bare addresses of each kind (``to`` above is every envelope recipient).
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    reply_to: tuple[str, ...] = ()
+    text: str = ""
+    html: str = ""
+    #: Custom headers as sent (Mailgun ``h:`` fields, Postmark ``Headers``), names as given.
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    attachments: tuple[ReceivedAttachment, ...] = ()
+    tags: tuple[str, ...] = ()
+    #: ``{"opens": bool, "clicks": bool}``, for what the request set explicitly.
+    tracking: Mapping[str, bool] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Hand-written so the credential can never reach logs or pytest output
@@ -219,6 +255,75 @@ def _parse_form(content_type: str, body: bytes) -> dict[str, list[str]]:
             raw = part.get_payload(decode=True)
             fields[name].append(raw.decode() if isinstance(raw, bytes) else "")
     return fields
+
+
+def _form_files(content_type: str, body: bytes) -> list[tuple[str, ReceivedAttachment]]:
+    """``(field name, attachment)`` for each file part of a multipart/form-data body."""
+    if not content_type.startswith("multipart/form-data"):
+        return []
+    head = f"Content-Type: {content_type}\r\n\r\n".encode()
+    parsed = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    files = []
+    for part in parsed.iter_parts() if isinstance(parsed, EmailMessage) else ():
+        name, filename = part.get_param("name", header="content-disposition"), part.get_filename()
+        if isinstance(name, str) and filename is not None:
+            data = part.get_payload(decode=True)
+            data = data if isinstance(data, bytes) else b""
+            cid = (
+                filename if name == "inline" else None
+            )  # Mailgun: an inline part's name is its cid
+            files.append(
+                (name, ReceivedAttachment.of(filename, part.get_content_type(), data, cid))
+            )
+    return files
+
+
+def _mailgun_details(
+    form: Mapping[str, list[str]], files: list[tuple[str, ReceivedAttachment]]
+) -> dict[str, Any]:
+    headers = {k[2:]: v[0] for k, v in form.items() if k.startswith("h:") and k != "h:Reply-To"}
+    tracking = {
+        kind: form[f"o:tracking-{kind}"][0] == "yes"
+        for kind in ("opens", "clicks")
+        if f"o:tracking-{kind}" in form
+    }
+    return {
+        "cc": tuple(_addr_specs(*form.get("cc", []))),
+        "bcc": tuple(_addr_specs(*form.get("bcc", []))),
+        "reply_to": tuple(_addr_specs(*form.get("h:Reply-To", []))),
+        "text": form.get("text", [""])[0],
+        "html": form.get("html", [""])[0],
+        "headers": headers,
+        "attachments": tuple(a for field, a in files if field in ("attachment", "inline")),
+        "tags": tuple(form.get("o:tag", [])),
+        "tracking": tracking,
+    }
+
+
+def _postmark_details(item: Mapping[str, Any]) -> dict[str, Any]:
+    attachments = tuple(
+        ReceivedAttachment.of(
+            str(a.get("Name", "")),
+            str(a.get("ContentType", "")).partition(";")[0].strip(),  # the type, as Mailgun's
+            base64.b64decode(a.get("Content", "")),
+            str(a["ContentID"]).removeprefix("cid:") if a.get("ContentID") else None,
+        )
+        for a in item.get("Attachments") or []
+    )
+    tracking = {"opens": bool(item["TrackOpens"])} if "TrackOpens" in item else {}
+    if "TrackLinks" in item:
+        tracking["clicks"] = item["TrackLinks"] != "None"
+    return {
+        "cc": tuple(_addr_specs(item.get("Cc"))),
+        "bcc": tuple(_addr_specs(item.get("Bcc"))),
+        "reply_to": tuple(_addr_specs(item.get("ReplyTo"))),
+        "text": item.get("TextBody") or "",
+        "html": item.get("HtmlBody") or "",
+        "headers": {h["Name"]: h["Value"] for h in item.get("Headers") or []},
+        "attachments": attachments,
+        "tags": (item["Tag"],) if item.get("Tag") else (),
+        "tracking": tracking,
+    }
 
 
 class _Conn:
@@ -619,7 +724,8 @@ class FakeESP(_Recorder):
         )
         # Mailgun's subaccount header is a request header (API reference, "Subaccounts").
         on_behalf_of = headers.get("X-Mailgun-On-Behalf-Of")
-        self._record(dataclasses.replace(received, on_behalf_of=on_behalf_of))
+        details = _mailgun_details(form, _form_files(headers.get("Content-Type") or "", body))
+        self._record(dataclasses.replace(received, on_behalf_of=on_behalf_of, **details))
         return _json_reply(200, {"id": message_id, "message": "Queued. Thank you."})
 
     def _postmark(self, kind: str, headers: Message[str, str], body: bytes, conn: int) -> _Reply:
@@ -637,8 +743,11 @@ class FakeESP(_Recorder):
             metadata = _str_dict(item.get("Metadata"))
             subject = item.get("Subject") or ""
             received.append(
-                self._message(
-                    "postmark", token, conn, None, sender, to, subject, metadata, message_id
+                dataclasses.replace(
+                    self._message(
+                        "postmark", token, conn, None, sender, to, subject, metadata, message_id
+                    ),
+                    **_postmark_details(item),
                 )
             )
             # The fields anymail's postmark backend reads to decide success.
