@@ -26,6 +26,7 @@ from tests.conftest import (
     acme_options,
 )
 from tests.queue.conftest import (
+    FAST_QUEUE,
     Workers,
     _delete_queue_rows,
     committed,
@@ -228,3 +229,44 @@ def test_a_tenants_rate_limit_holds_across_two_workers(
         in_window = sum(1 for t in times[i:] if t - start <= 1.0)
         assert in_window <= 4 + 1, (in_window, times)  # +1: a message on the boundary
     assert times[-1] - times[0] >= (10 - 2) / 2 - 0.3
+
+
+def test_a_rate_limit_in_redis_holds_across_two_workers(
+    fake_esp: FakeESP, tmp_path: Any, settings: Any, tenants: Any, redis_url: str
+) -> None:
+    import redis
+
+    limited = {
+        **FAST_QUEUE,
+        # Nothing is killed here: a lease long enough that a worker's first send (imports, a
+        # busy machine) never outlives it and gets taken over, which would send it twice.
+        "LEASE_SECONDS": 15,
+        "TENANT_RATE_LIMITS": {"acme": 2},
+        "RATE_LIMIT_STORAGE": redis_url,
+    }
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": limited}
+    committed(_delete_queue_rows)
+    pool = Workers(worker_env(fake_esp, limited), tmp_path)
+    try:
+        subjects = [f"r{i:02d}" for i in range(8)]
+        _queue("acme", subjects)
+        _queue("globex", ["unlimited"])
+        pool.start()
+        pool.start()
+        wait_until(lambda: _all_sent(9), 45, f"all sent\n{pool.logs()}")
+    finally:
+        pool.stop()
+        committed(_delete_queue_rows)
+    times = sorted(m.received_at for m in fake_esp.messages if m.subject.startswith("r"))
+    assert len(times) == 8, Counter(m.subject for m in fake_esp.messages)
+    # `limits`' moving window at 2 per second: at most 2 sends in any one-second window.
+    for i, start in enumerate(times):
+        in_window = sum(1 for t in times[i:] if t - start < 1.0)
+        assert in_window <= 2 + 1, (in_window, times)  # +1: the limiter hit vs the arrival
+    assert times[-1] - times[0] >= (8 - 2) / 2 - 0.3
+    # The two workers shared the window through this Redis (not a per-process memory store);
+    # its keys expire with the window, so count what the server did instead.
+    server = redis.Redis.from_url(redis_url)
+    assert server.info("stats")["total_connections_received"] >= 3  # us + 2 workers
+    scripts = server.info("commandstats")
+    assert sum(scripts.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("eval", "evalsha")) >= 8
