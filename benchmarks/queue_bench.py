@@ -397,13 +397,21 @@ def run_queue(esp: Any, tenants: Sequence[Any], *, quick: bool) -> list[str]:
 
 def queue_section(esp: Any, *, quick: bool, header: bool) -> list[str]:
     """Set up (idempotent: migrations, the tenants' rows pointed at this fake ESP) and run."""
+    import importlib.util
+    import traceback
+
     from . import fixtures, report
 
+    if importlib.util.find_spec("post_office") is None:
+        return ["", "queue section skipped: django-post_office is not installed (make bench does)"]
     scale = QUICK_QUEUE if quick else QueueScale()
-    fixtures.migrate()
-    fixtures.ensure_tenants(scale.tenants, esp.mailgun_api_url)
-    tenants = fixtures.load_tenants(scale.tenants)
-    lines = run_queue(esp, tenants, quick=quick)
+    try:
+        fixtures.migrate()
+        fixtures.ensure_tenants(scale.tenants, esp.mailgun_api_url)
+        tenants = fixtures.load_tenants(scale.tenants)
+        lines = run_queue(esp, tenants, quick=quick)
+    except Exception:  # keep the rest of the report; say what broke
+        lines = ["queue section FAILED to run:", *traceback.format_exc().splitlines()[-15:]]
     if header:
         lines = [
             *report.machine(),
