@@ -7,7 +7,6 @@ set (its events are refused with a 403 until then, never checked with the platfo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -38,8 +37,9 @@ class _MailgunFreshness(TenantWebhookMixin):
     """What Mailgun documents and Anymail (15.x) does not do: timestamp age and token reuse.
 
     Mailgun signs only ``timestamp + token``, not the event: a captured signature would carry any
-    body. So a signature is accepted once (its token is remembered in Django's cache for the
-    max age), and only while fresh.
+    body. So a signature is accepted once (remembered in Django's cache for twice the max age),
+    and only while fresh. It is claimed before dispatch (a concurrent duplicate is not delivered
+    twice) and released if the request then fails, so the ESP's retry after a 500 is delivered.
     """
 
     secret_names: ClassVar[tuple[str, ...]] = ("webhook_signing_key", "webhook_secret")
@@ -62,16 +62,26 @@ class _MailgunFreshness(TenantWebhookMixin):
             request._tenantmail_mailgun_signature = block  # type: ignore[attr-defined]
         return block.get(name)
 
-    def seen_before(self, request: HttpRequest) -> bool:
-        token = str(self._signature_field(request, "token"))
-        tenant = self.webhook_tenant
-        scope = "" if tenant is None else tenant.schema_name
-        digest = hashlib.sha256(f"{scope}\0{token}".encode()).hexdigest()
-        max_age = get_webhook_settings().mailgun_max_age or 86400.0
-        first = caches[DEFAULT_CACHE_ALIAS].add(f"tenantmail:mailgun:{digest}", 1, max_age * 2)
+    def claim_once(self, request: HttpRequest) -> bool:
+        # Keyed by the (validated) signature, not the URL's tenant: it is HMAC(key, timestamp +
+        # token), so the scope is the signing key. Tenants on the platform's account share the
+        # platform's key, and a post seen at one's URL must not be taken again at another's;
+        # tenants with their own keys can never collide. The signature is public (it travels
+        # with every post) and, once validated, plain hex: a safe key for any cache backend.
+        first = caches[DEFAULT_CACHE_ALIAS].add(
+            self._replay_key(request), 1, 2 * (get_webhook_settings().mailgun_max_age or 86400.0)
+        )
         if not first:
-            logger.info("tenantmail: ignored a reused Mailgun webhook signature for %s", scope)
-        return not first
+            logger.info(
+                "tenantmail: ignored a reused Mailgun webhook signature for %s", self._who()
+            )
+        return first
+
+    def release_claim(self, request: HttpRequest) -> None:
+        caches[DEFAULT_CACHE_ALIAS].delete(self._replay_key(request))
+
+    def _replay_key(self, request: HttpRequest) -> str:
+        return f"tenantmail:mailgun:{self._signature_field(request, 'signature')}"
 
     def validate_request(self, request: HttpRequest) -> None:
         max_age = get_webhook_settings().mailgun_max_age

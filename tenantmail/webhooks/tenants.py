@@ -47,7 +47,9 @@ def find_tenant(key: str) -> WebhookTenant:
     if instance is None or instance.pk is None:
         raise WebhookRejected(404, "unknown tenant")
     source = instance.get_mail_config()
-    return WebhookTenant(key, instance, own_account=source.backend is not None)
+    # Truthiness, as the send path's resolver decides it (config.resolve): a blank backend from
+    # an overridden get_mail_config() is the platform account there, so it must be here too.
+    return WebhookTenant(key, instance, own_account=bool(source.backend))
 
 
 def tenant_secrets(

@@ -109,19 +109,31 @@ class TenantWebhookMixin:
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             self._validate(request)
-            if self.seen_before(request):
+            if not self.claim_once(request):
                 # Validly signed, already processed: acknowledge, dispatch nothing.
                 return HttpResponse()
-            events = self._parse(request)
-            groups = self.attribute(events)
         except WebhookRejected as rejected:
             return self._reject(rejected)
-        deliver(self, groups)
+        try:
+            events = self._parse(request)
+            groups = self.attribute(events)
+            deliver(self, groups)
+        except WebhookRejected as rejected:
+            self.release_claim(request)
+            return self._reject(rejected)
+        except BaseException:
+            # A receiver failed: the answer is a 500 and the ESP retries the same signed post,
+            # which must then be delivered, not taken for a replay.
+            self.release_claim(request)
+            raise
         return HttpResponse()
 
-    def seen_before(self, request: HttpRequest) -> bool:
-        """For ESPs whose signature does not cover the body (Mailgun): a used signature."""
-        return False
+    def claim_once(self, request: HttpRequest) -> bool:
+        """For ESPs whose signature does not cover the body (Mailgun): False if already used."""
+        return True
+
+    def release_claim(self, request: HttpRequest) -> None:
+        """Undo :meth:`claim_once` (the request failed after it: the ESP will retry)."""
 
     def _validate(self, request: HttpRequest) -> None:
         try:
