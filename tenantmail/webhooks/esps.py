@@ -45,22 +45,32 @@ class _MailgunFreshness(TenantWebhookMixin):
     secret_names: ClassVar[tuple[str, ...]] = ("webhook_signing_key", "webhook_secret")
     required_secrets: ClassVar[tuple[str, ...]] = ("webhook_signing_key",)
     esp = "mailgun"
+    # Anymail falls back from the signing key to MAILGUN_API_KEY: a tenant's view never reads
+    # the platform's (nor looks for it in settings on every request).
+    tenant_defaults: ClassVar[dict[str, Any]] = {"webhook_secret": [], "api_key": None}
 
     @staticmethod
-    def _signature_field(request: HttpRequest, name: str) -> Any:
+    def _json_body(request: HttpRequest) -> dict[str, Any] | None:
+        """The JSON body parsed as Anymail parses it, once per request (None: not an object)."""
+        try:
+            return request._tenantmail_mailgun_json  # type: ignore[attr-defined, no-any-return]
+        except AttributeError:
+            pass
+        try:
+            loaded = json.loads(request.body.decode("utf-8"))
+        except ValueError:  # also UnicodeDecodeError; Anymail's own validator rejects it
+            loaded = None
+        body: dict[str, Any] | None = loaded if isinstance(loaded, dict) else None
+        request._tenantmail_mailgun_json = body  # type: ignore[attr-defined]
+        return body
+
+    @classmethod
+    def _signature_field(cls, request: HttpRequest, name: str) -> Any:
         if request.content_type != "application/json":
             return request.POST.get(name)
-        # Parsed once per request (freshness and reuse checks both need it).
-        block = getattr(request, "_tenantmail_mailgun_signature", None)
-        if block is None:
-            try:
-                block = json.loads(request.body)["signature"]
-            except (ValueError, KeyError, TypeError):
-                block = {}  # Anymail's own validator rejects the shape
-            if not isinstance(block, dict):
-                block = {}
-            request._tenantmail_mailgun_signature = block  # type: ignore[attr-defined]
-        return block.get(name)
+        body = cls._json_body(request)
+        block = None if body is None else body.get("signature")
+        return block.get(name) if isinstance(block, dict) else None
 
     def claim_once(self, request: HttpRequest) -> bool:
         # Keyed by the (validated) signature, not the URL's tenant: it is HMAC(key, timestamp +
@@ -102,6 +112,14 @@ class _MailgunFreshness(TenantWebhookMixin):
 class MailgunTrackingView(_MailgunFreshness, MailgunTrackingWebhookView):  # type: ignore[misc]
     anymail_view = MailgunTrackingWebhookView
     tenant_signal = signals.tracking
+
+    def parse_events(self, request: HttpRequest) -> list[Any]:
+        body = self._json_body(request) if request.content_type == "application/json" else None
+        if body is None:
+            return super().parse_events(request)
+        # What Anymail's parse_events does with the body its validator also parsed (the same
+        # bytes, the same json.loads): converted by Anymail, parsed here once instead of twice.
+        return [self.esp_to_anymail_event(body)]
 
 
 class MailgunInboundView(_MailgunFreshness, MailgunInboundWebhookView):  # type: ignore[misc]

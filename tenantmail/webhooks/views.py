@@ -20,9 +20,9 @@ from anymail.signals import AnymailInboundEvent, AnymailTrackingEvent
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ImproperlyConfigured
 from django.dispatch import Signal
-from django.http import HttpRequest, HttpResponse
-from django.utils.decorators import method_decorator
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import View
 
 from ..conf import get_settings
 from ..tenancy import tenant_cache
@@ -67,11 +67,7 @@ class TenantWebhookMixin:
         # (hence whose secrets) is only known in dispatch().
         self._initkwargs = initkwargs
 
-    # ESPs post without a CSRF token or a login, as to Anymail's own views. as_view() copies
-    # these markers from *this* dispatch (Anymail's decorated one is overridden here).
-    @method_decorator(csrf_exempt)
-    @method_decorator(login_not_required)
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         tenant_key = kwargs.pop("tenant_key", None)
         try:
             self.webhook_tenant = None if tenant_key is None else find_tenant(tenant_key)
@@ -96,8 +92,14 @@ class TenantWebhookMixin:
                 raise WebhookRejected(403, "webhook not configured") from error
         except WebhookRejected as rejected:
             return self._reject(rejected)
-        response: HttpResponse = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
-        return response
+        # Django's View.dispatch, skipping Anymail's: its method_decorator wrappers rebuild
+        # the decorated method on every request, and only add the markers set below.
+        return View.dispatch(self, request, *args, **kwargs)  # type: ignore[arg-type]
+
+    # ESPs post without a CSRF token or a login, as to Anymail's own views; as_view() copies the
+    # markers from dispatch. Applied to the plain function (they only pass their arguments on):
+    # method_decorator would rebuild a bound, decorated copy on every request.
+    dispatch = csrf_exempt(login_not_required(dispatch))
 
     def secret_kwargs(self) -> dict[str, Any]:
         tenant = self.webhook_tenant
