@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from anymail.signals import AnymailTrackingEvent
 from django.db import connections
-from django.dispatch import Signal
 
 from .. import suppression
 from ..conf import get_settings
@@ -27,10 +26,9 @@ if TYPE_CHECKING:
 def deliver(view: TenantWebhookMixin, groups: Mapping[str | None, Sequence[Event]]) -> None:
     esp_name = view.esp_name
     # No receiver, nothing that could query: skip the schema switch (django-tenants clears the
-    # ContentType cache on each switch and re-issues SET search_path at the next query).
-    listened = _listened(view.signal, view.anymail_view) or _listened(
-        view.tenant_signal, type(view)
-    )
+    # ContentType cache on each switch and re-issues SET search_path at the next query). Any
+    # receiver at all counts (has_listeners(sender) would take each signal's lock per request).
+    listened = bool(view.signal.receivers or view.tenant_signal.receivers)
     connection = connections[get_settings().tenant_db_alias] if listened else None
     for tenant, events in groups.items():
         if connection is not None:
@@ -44,11 +42,6 @@ def deliver(view: TenantWebhookMixin, groups: Mapping[str | None, Sequence[Event
         if tracking:
             outbox.record_events(tenant, tracking)
             suppression.record_events(tenant, tracking, esp_name)
-
-
-def _listened(signal: Signal, sender: Any) -> bool:
-    # ``receivers`` first: has_listeners() takes the signal's lock even when there are none.
-    return bool(signal.receivers) and signal.has_listeners(sender)
 
 
 def _instance(view: TenantWebhookMixin, tenant: str | None) -> Any:

@@ -20,11 +20,10 @@ from anymail.webhooks.mailgun import MailgunInboundWebhookView, MailgunTrackingW
 from anymail.webhooks.postmark import PostmarkInboundWebhookView, PostmarkTrackingWebhookView
 from anymail.webhooks.resend import ResendTrackingWebhookView
 from anymail.webhooks.sendgrid import SendGridInboundWebhookView, SendGridTrackingWebhookView
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.http import HttpRequest, HttpResponse
 
 from .. import signals
-from . import sns
+from . import replay, sns
 from .conf import get_webhook_settings
 from .views import TenantWebhookMixin
 
@@ -78,9 +77,9 @@ class _MailgunFreshness(TenantWebhookMixin):
         # platform's key, and a post seen at one's URL must not be taken again at another's;
         # tenants with their own keys can never collide. The signature is public (it travels
         # with every post) and, once validated, plain hex: a safe key for any cache backend.
-        first = caches[DEFAULT_CACHE_ALIAS].add(
-            self._replay_key(request), 1, 2 * (get_webhook_settings().mailgun_max_age or 86400.0)
-        )
+        # Kept for twice the max age: a timestamp may be up to max age in the future.
+        ttl = 2 * (get_webhook_settings().mailgun_max_age or 86400.0)
+        first = replay.claim(self._replay_key(request), ttl)
         if not first:
             logger.info(
                 "tenantmail: ignored a reused Mailgun webhook signature for %s", self._who()
@@ -88,7 +87,7 @@ class _MailgunFreshness(TenantWebhookMixin):
         return first
 
     def release_claim(self, request: HttpRequest) -> None:
-        caches[DEFAULT_CACHE_ALIAS].delete(self._replay_key(request))
+        replay.release(self._replay_key(request))
 
     def _replay_key(self, request: HttpRequest) -> str:
         return f"tenantmail:mailgun:{self._signature_field(request, 'signature')}"
