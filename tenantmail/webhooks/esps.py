@@ -13,7 +13,7 @@ import time
 from typing import Any, ClassVar
 
 from anymail.exceptions import AnymailWebhookValidationFailure
-from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
+from anymail.webhooks.amazon_ses import AmazonSESBaseWebhookView, AmazonSESTrackingWebhookView
 from anymail.webhooks.base import AnymailBasicAuthMixin
 from anymail.webhooks.brevo import BrevoTrackingWebhookView
 from anymail.webhooks.mailgun import MailgunInboundWebhookView, MailgunTrackingWebhookView
@@ -183,12 +183,12 @@ class ResendTrackingView(TenantWebhookMixin, ResendTrackingWebhookView):  # type
 # -- Amazon SES: SNS notifications, basic auth + SNS message signature ---------------------------
 
 
-class AmazonSESTrackingView(TenantWebhookMixin, AmazonSESTrackingWebhookView):  # type: ignore[misc]
+class SNSChecks(TenantWebhookMixin, AmazonSESBaseWebhookView):  # type: ignore[misc]
+    """Basic auth, then the SNS message signature and topic (tracking and inbound alike)."""
+
     esp = "amazon_ses"
-    anymail_view = AmazonSESTrackingWebhookView
-    tenant_signal = signals.tracking
-    secret_names = ("webhook_secret", "topic_arns")
-    required_secrets = ("webhook_secret",)
+    secret_names: ClassVar[tuple[str, ...]] = ("webhook_secret", "topic_arns")
+    required_secrets: ClassVar[tuple[str, ...]] = ("webhook_secret",)
     # Auto-confirming a subscription calls SNS with the *platform's* boto3 settings: tenants
     # confirm theirs in the AWS console (the confirmation request is logged and ignored).
     tenant_defaults: ClassVar[dict[str, Any]] = {
@@ -227,6 +227,11 @@ class AmazonSESTrackingView(TenantWebhookMixin, AmazonSESTrackingWebhookView):  
             raise AnymailWebhookValidationFailure("SNS TopicArn is not one of topic_arns")
 
 
+class AmazonSESTrackingView(SNSChecks, AmazonSESTrackingWebhookView):  # type: ignore[misc]
+    anymail_view = AmazonSESTrackingWebhookView
+    tenant_signal = signals.tracking
+
+
 TRACKING_VIEWS: dict[str, type[TenantWebhookMixin]] = {
     "mailgun": MailgunTrackingView,
     "postmark": PostmarkTrackingView,
@@ -234,12 +239,4 @@ TRACKING_VIEWS: dict[str, type[TenantWebhookMixin]] = {
     "brevo": BrevoTrackingView,
     "resend": ResendTrackingView,
     "amazon_ses": AmazonSESTrackingView,
-}
-
-#: Inbound where Anymail's view needs nothing beyond the webhook secret (Brevo, Resend and SES
-#: inbound fetch content with account credentials: not per-tenant yet).
-INBOUND_VIEWS: dict[str, type[TenantWebhookMixin]] = {
-    "mailgun": MailgunInboundView,
-    "postmark": PostmarkInboundView,
-    "sendgrid": SendGridInboundView,
 }

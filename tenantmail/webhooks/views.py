@@ -106,7 +106,15 @@ class TenantWebhookMixin:
         if tenant is None or not tenant.own_account:
             return {}  # platform account: Anymail reads the platform's ANYMAIL settings
         secrets = tenant_secrets(tenant, self.esp, self.secret_names, self.required_secrets)
-        return {**self.tenant_defaults, **secrets}
+        fetch = self.fetch_kwargs(tenant) if self.fetches_content else {}
+        return {**self.tenant_defaults, **secrets, **fetch}
+
+    #: True for inbound views whose content Anymail downloads with account credentials.
+    fetches_content: ClassVar[bool] = False
+
+    def fetch_kwargs(self, tenant: WebhookTenant) -> dict[str, Any]:
+        """The tenant's own credentials for downloading inbound content (see ``.inbound``)."""
+        return {}
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
@@ -162,6 +170,8 @@ class TenantWebhookMixin:
     def _parse(self, request: HttpRequest) -> list[Event]:
         try:
             return list(self.parse_events(request))
+        except WebhookRejected:
+            raise
         except Exception as error:
             # Validated but unparsable: a clear 400 (the ESP will not retry a 4xx forever),
             # never a 500 with a traceback.
