@@ -37,6 +37,8 @@ class Scale:
     churn_max_connections: int = 256
     threads: int = 8
     cache_sample: int = 2_000  #: schema lookups to measure the tenant cache's memory per tenant
+    webhook_rounds: int = 21  #: webhook pairs W1, W2 (benchmarks.webhooks)
+    webhook_requests: int = 1_000  #: per round and view
 
 
 QUICK = Scale(
@@ -51,6 +53,8 @@ QUICK = Scale(
     churn_round=250,
     churn_max_connections=64,
     cache_sample=200,
+    webhook_rounds=3,
+    webhook_requests=300,
 )
 
 
@@ -270,6 +274,11 @@ def run(
         bench.finish_sockets(threaded)
     tm_pool.clear()
 
+    # -- webhooks: tenantmail's Mailgun view vs Anymail's, same payloads (issue 10) ----------
+    from . import webhooks
+
+    hooks = webhooks.measure(scale.webhook_rounds, scale.webhook_requests)
+
     all_rows = [
         raw,
         naive,
@@ -298,6 +307,7 @@ def run(
         churn_max_connections=scale.churn_max_connections,
         all_rows=all_rows,
     )
+    results += hooks.targets()
     total = time.monotonic() - started
     passed = sum(t.passed for t in results)
     return [
@@ -324,6 +334,8 @@ def run(
         f"{cache_per_tenant * n_churn / report.MB:.1f} MB at {n_churn:,} tenants",
         f"threaded run: {threaded.rate:,.0f} msgs/s with {scale.threads} threads; "
         f"{len(threaded.wrong)} of {threaded.received:,} messages had another tenant's credential",
+        "",
+        *hooks.lines(),
         "",
         *report.targets_table(results),
         "",

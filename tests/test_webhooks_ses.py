@@ -227,6 +227,8 @@ def test_webhook_settings_are_validated(settings: Any) -> None:
         ({"WEBHOOKS": {"MAILGUN_MAX_AGE": "soon"}}, "MAILGUN_MAX_AGE"),
         ({"WEBHOOKS": {"MAILGUN_MAX_AGE": -1}}, "MAILGUN_MAX_AGE"),
         ({"WEBHOOKS": {"SNS_CERT_TIMEOUT": True}}, "SNS_CERT_TIMEOUT"),
+        ({"WEBHOOKS": {"REPLAY_CACHE": "nosuchcache"}}, "REPLAY_CACHE"),
+        ({"WEBHOOKS": {"REPLAY_CACHE": None}}, "REPLAY_CACHE"),
     ]:
         settings.TENANTMAIL = {**base, **bad}
         with pytest.raises(TenantMailConfigurationError) as excinfo:

@@ -20,7 +20,7 @@ __all__ = ["ESPS", "inbound_url", "tracking_url"]
 
 #: ESPs with a per-tenant tracking URL (the names used in URLs and ``mail_webhook_secrets``).
 ESPS = ("mailgun", "postmark", "sendgrid", "brevo", "resend", "amazon_ses")
-INBOUND_ESPS = ("mailgun", "postmark", "sendgrid")
+INBOUND_ESPS = ("mailgun", "postmark", "sendgrid", "brevo", "resend", "amazon_ses")
 #: Other spellings accepted by :func:`tracking_url` (Anymail's names and common short forms).
 ESP_ALIASES = {"ses": "amazon_ses", "amazonses": "amazon_ses", "sendinblue": "brevo"}
 
@@ -73,5 +73,5 @@ def tracking_url(tenant: Any, esp: str) -> str:
 
 
 def inbound_url(tenant: Any, esp: str) -> str:
-    """The path of ``tenant``'s inbound webhook for ``esp`` (Mailgun, Postmark, SendGrid)."""
+    """The path of ``tenant``'s inbound webhook for ``esp`` (see ``INBOUND_ESPS``)."""
     return _reverse("inbound", tenant, esp, INBOUND_ESPS)

@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import DEFAULT_CACHE_ALIAS
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
@@ -24,7 +25,13 @@ from ..exceptions import TenantMailConfigurationError
 DEFAULT_SNS_CERT_URL_PATTERN = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#]+\.pem$"
 
 _WEBHOOK_KEYS = frozenset(
-    {"MAILGUN_MAX_AGE", "SNS_CERT_URL_PATTERN", "SNS_CA_BUNDLE", "SNS_CERT_TIMEOUT"}
+    {
+        "MAILGUN_MAX_AGE",
+        "REPLAY_CACHE",
+        "SNS_CERT_URL_PATTERN",
+        "SNS_CA_BUNDLE",
+        "SNS_CERT_TIMEOUT",
+    }
 )
 
 
@@ -36,6 +43,8 @@ class WebhookSettings:
     #: ``requests``' ``verify=``: True (system CAs) or the path of a CA bundle.
     sns_ca_bundle: bool | str = True
     sns_cert_timeout: float = 5.0
+    #: The ``CACHES`` alias remembering used Mailgun signatures (see :mod:`.replay`).
+    replay_cache: str = DEFAULT_CACHE_ALIAS
 
 
 def _error(key: str, message: str) -> TenantMailConfigurationError:
@@ -74,11 +83,18 @@ def load_webhook_settings() -> WebhookSettings:
     if bundle is not True and not (isinstance(bundle, str) and bundle):
         raise _error('WEBHOOKS"]["SNS_CA_BUNDLE', "must be True (system CAs) or a CA bundle path")
     timeout = _seconds(hooks, "SNS_CERT_TIMEOUT", 5.0)
+    replay_cache = hooks.get("REPLAY_CACHE", DEFAULT_CACHE_ALIAS)
+    if not isinstance(replay_cache, str) or replay_cache not in settings.CACHES:
+        raise _error(
+            'WEBHOOKS"]["REPLAY_CACHE',
+            f"must be an alias in CACHES ({', '.join(sorted(settings.CACHES))})",
+        )
     return WebhookSettings(
         mailgun_max_age=_seconds(hooks, "MAILGUN_MAX_AGE", 600.0),
         sns_cert_url_pattern=compiled,
         sns_ca_bundle=bundle,
         sns_cert_timeout=5.0 if timeout is None else timeout,
+        replay_cache=replay_cache,
     )
 
 

@@ -7,25 +7,23 @@ set (its events are refused with a 403 until then, never checked with the platfo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 from typing import Any, ClassVar
 
 from anymail.exceptions import AnymailWebhookValidationFailure
-from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
+from anymail.webhooks.amazon_ses import AmazonSESBaseWebhookView, AmazonSESTrackingWebhookView
 from anymail.webhooks.base import AnymailBasicAuthMixin
 from anymail.webhooks.brevo import BrevoTrackingWebhookView
 from anymail.webhooks.mailgun import MailgunInboundWebhookView, MailgunTrackingWebhookView
 from anymail.webhooks.postmark import PostmarkInboundWebhookView, PostmarkTrackingWebhookView
 from anymail.webhooks.resend import ResendTrackingWebhookView
 from anymail.webhooks.sendgrid import SendGridInboundWebhookView, SendGridTrackingWebhookView
-from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.http import HttpRequest, HttpResponse
 
 from .. import signals
-from . import sns
+from . import replay, sns
 from .conf import get_webhook_settings
 from .views import TenantWebhookMixin
 
@@ -38,40 +36,61 @@ class _MailgunFreshness(TenantWebhookMixin):
     """What Mailgun documents and Anymail (15.x) does not do: timestamp age and token reuse.
 
     Mailgun signs only ``timestamp + token``, not the event: a captured signature would carry any
-    body. So a signature is accepted once (its token is remembered in Django's cache for the
-    max age), and only while fresh.
+    body. So a signature is accepted once (remembered in Django's cache for twice the max age),
+    and only while fresh. It is claimed before dispatch (a concurrent duplicate is not delivered
+    twice) and released if the request then fails, so the ESP's retry after a 500 is delivered.
     """
 
     secret_names: ClassVar[tuple[str, ...]] = ("webhook_signing_key", "webhook_secret")
     required_secrets: ClassVar[tuple[str, ...]] = ("webhook_signing_key",)
     esp = "mailgun"
+    # Anymail falls back from the signing key to MAILGUN_API_KEY: a tenant's view never reads
+    # the platform's (nor looks for it in settings on every request).
+    tenant_defaults: ClassVar[dict[str, Any]] = {"webhook_secret": [], "api_key": None}
 
     @staticmethod
-    def _signature_field(request: HttpRequest, name: str) -> Any:
+    def _json_body(request: HttpRequest) -> dict[str, Any] | None:
+        """The JSON body parsed as Anymail parses it, once per request (None: not an object)."""
+        try:
+            return request._tenantmail_mailgun_json  # type: ignore[attr-defined, no-any-return]
+        except AttributeError:
+            pass
+        try:
+            loaded = json.loads(request.body.decode("utf-8"))
+        except ValueError:  # also UnicodeDecodeError; Anymail's own validator rejects it
+            loaded = None
+        body: dict[str, Any] | None = loaded if isinstance(loaded, dict) else None
+        request._tenantmail_mailgun_json = body  # type: ignore[attr-defined]
+        return body
+
+    @classmethod
+    def _signature_field(cls, request: HttpRequest, name: str) -> Any:
         if request.content_type != "application/json":
             return request.POST.get(name)
-        # Parsed once per request (freshness and reuse checks both need it).
-        block = getattr(request, "_tenantmail_mailgun_signature", None)
-        if block is None:
-            try:
-                block = json.loads(request.body)["signature"]
-            except (ValueError, KeyError, TypeError):
-                block = {}  # Anymail's own validator rejects the shape
-            if not isinstance(block, dict):
-                block = {}
-            request._tenantmail_mailgun_signature = block  # type: ignore[attr-defined]
-        return block.get(name)
+        body = cls._json_body(request)
+        block = None if body is None else body.get("signature")
+        return block.get(name) if isinstance(block, dict) else None
 
-    def seen_before(self, request: HttpRequest) -> bool:
-        token = str(self._signature_field(request, "token"))
-        tenant = self.webhook_tenant
-        scope = "" if tenant is None else tenant.schema_name
-        digest = hashlib.sha256(f"{scope}\0{token}".encode()).hexdigest()
-        max_age = get_webhook_settings().mailgun_max_age or 86400.0
-        first = caches[DEFAULT_CACHE_ALIAS].add(f"tenantmail:mailgun:{digest}", 1, max_age * 2)
+    def claim_once(self, request: HttpRequest) -> bool:
+        # Keyed by the (validated) signature, not the URL's tenant: it is HMAC(key, timestamp +
+        # token), so the scope is the signing key. Tenants on the platform's account share the
+        # platform's key, and a post seen at one's URL must not be taken again at another's;
+        # tenants with their own keys can never collide. The signature is public (it travels
+        # with every post) and, once validated, plain hex: a safe key for any cache backend.
+        # Kept for twice the max age: a timestamp may be up to max age in the future.
+        ttl = 2 * (get_webhook_settings().mailgun_max_age or 86400.0)
+        first = replay.claim(self._replay_key(request), ttl)
         if not first:
-            logger.info("tenantmail: ignored a reused Mailgun webhook signature for %s", scope)
-        return not first
+            logger.info(
+                "tenantmail: ignored a reused Mailgun webhook signature for %s", self._who()
+            )
+        return first
+
+    def release_claim(self, request: HttpRequest) -> None:
+        replay.release(self._replay_key(request))
+
+    def _replay_key(self, request: HttpRequest) -> str:
+        return f"tenantmail:mailgun:{self._signature_field(request, 'signature')}"
 
     def validate_request(self, request: HttpRequest) -> None:
         max_age = get_webhook_settings().mailgun_max_age
@@ -92,6 +111,14 @@ class _MailgunFreshness(TenantWebhookMixin):
 class MailgunTrackingView(_MailgunFreshness, MailgunTrackingWebhookView):  # type: ignore[misc]
     anymail_view = MailgunTrackingWebhookView
     tenant_signal = signals.tracking
+
+    def parse_events(self, request: HttpRequest) -> list[Any]:
+        body = self._json_body(request) if request.content_type == "application/json" else None
+        if body is None:
+            return super().parse_events(request)
+        # What Anymail's parse_events does with the body its validator also parsed (the same
+        # bytes, the same json.loads): converted by Anymail, parsed here once instead of twice.
+        return [self.esp_to_anymail_event(body)]
 
 
 class MailgunInboundView(_MailgunFreshness, MailgunInboundWebhookView):  # type: ignore[misc]
@@ -156,12 +183,12 @@ class ResendTrackingView(TenantWebhookMixin, ResendTrackingWebhookView):  # type
 # -- Amazon SES: SNS notifications, basic auth + SNS message signature ---------------------------
 
 
-class AmazonSESTrackingView(TenantWebhookMixin, AmazonSESTrackingWebhookView):  # type: ignore[misc]
+class SNSChecks(TenantWebhookMixin, AmazonSESBaseWebhookView):  # type: ignore[misc]
+    """Basic auth, then the SNS message signature and topic (tracking and inbound alike)."""
+
     esp = "amazon_ses"
-    anymail_view = AmazonSESTrackingWebhookView
-    tenant_signal = signals.tracking
-    secret_names = ("webhook_secret", "topic_arns")
-    required_secrets = ("webhook_secret",)
+    secret_names: ClassVar[tuple[str, ...]] = ("webhook_secret", "topic_arns")
+    required_secrets: ClassVar[tuple[str, ...]] = ("webhook_secret",)
     # Auto-confirming a subscription calls SNS with the *platform's* boto3 settings: tenants
     # confirm theirs in the AWS console (the confirmation request is logged and ignored).
     tenant_defaults: ClassVar[dict[str, Any]] = {
@@ -200,6 +227,11 @@ class AmazonSESTrackingView(TenantWebhookMixin, AmazonSESTrackingWebhookView):  
             raise AnymailWebhookValidationFailure("SNS TopicArn is not one of topic_arns")
 
 
+class AmazonSESTrackingView(SNSChecks, AmazonSESTrackingWebhookView):  # type: ignore[misc]
+    anymail_view = AmazonSESTrackingWebhookView
+    tenant_signal = signals.tracking
+
+
 TRACKING_VIEWS: dict[str, type[TenantWebhookMixin]] = {
     "mailgun": MailgunTrackingView,
     "postmark": PostmarkTrackingView,
@@ -207,12 +239,4 @@ TRACKING_VIEWS: dict[str, type[TenantWebhookMixin]] = {
     "brevo": BrevoTrackingView,
     "resend": ResendTrackingView,
     "amazon_ses": AmazonSESTrackingView,
-}
-
-#: Inbound where Anymail's view needs nothing beyond the webhook secret (Brevo, Resend and SES
-#: inbound fetch content with account credentials: not per-tenant yet).
-INBOUND_VIEWS: dict[str, type[TenantWebhookMixin]] = {
-    "mailgun": MailgunInboundView,
-    "postmark": PostmarkInboundView,
-    "sendgrid": SendGridInboundView,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..conf import get_settings
@@ -36,6 +36,16 @@ class WebhookTenant:
     #: False when the tenant sends through the platform's account (its events are signed with
     #: the platform's keys, i.e. Anymail's own ``ANYMAIL`` webhook settings).
     own_account: bool
+    #: (esp, allowed, required) -> the view keyword arguments :func:`tenant_secrets` built.
+    secrets: dict[tuple[Any, ...], dict[str, Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+
+#: schema name -> what :func:`find_tenant` derived from the tenant cache's instance. Valid while
+#: the cache hands out that same instance: every invalidation (a save, a bulk update, a settings
+#: change, TENANT_CACHE_SECONDS running out) makes it fetch a new one, so this is dropped with it.
+_derived: dict[str, WebhookTenant] = {}
 
 
 def find_tenant(key: str) -> WebhookTenant:
@@ -46,8 +56,17 @@ def find_tenant(key: str) -> WebhookTenant:
     instance = tenant_cache.get(key)
     if instance is None or instance.pk is None:
         raise WebhookRejected(404, "unknown tenant")
+    known = _derived.get(key)
+    if known is not None and known.instance is instance:
+        return known
     source = instance.get_mail_config()
-    return WebhookTenant(key, instance, own_account=source.backend is not None)
+    # Truthiness, as the send path's resolver decides it (config.resolve): a blank backend from
+    # an overridden get_mail_config() is the platform account there, so it must be here too.
+    tenant = WebhookTenant(key, instance, own_account=bool(source.backend))
+    if len(_derived) >= tenant_cache.MAX_ENTRIES:
+        _derived.clear()  # bounded like the tenant cache; rebuilt from it on demand
+    _derived[key] = tenant
+    return tenant
 
 
 def tenant_secrets(
@@ -60,6 +79,10 @@ def tenant_secrets(
     back to the platform's keys for a tenant with its own account would accept events signed by
     the platform's account at this tenant's URL.
     """
+    memo = (esp, allowed, required)
+    known = tenant.secrets.get(memo)
+    if known is not None:
+        return known
     stored = getattr(tenant.instance, "mail_webhook_secrets", None)
     setting = f'mail_webhook_secrets["{esp}"]'
     if isinstance(stored, UndecryptableOptions):
@@ -85,4 +108,6 @@ def tenant_secrets(
             esp,
         )
         raise WebhookRejected(403, "webhook not configured for this tenant")
-    return {name: entry[name] for name in allowed if name in entry}
+    # Kept with the tenant (read-only to callers): decrypted already when the row was loaded.
+    secrets = tenant.secrets[memo] = {name: entry[name] for name in allowed if name in entry}
+    return secrets

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from .esps import INBOUND_VIEWS, TRACKING_VIEWS
+from .esps import TRACKING_VIEWS
+from .inbound import INBOUND_VIEWS
 
 app_name = "tenantmail_webhooks"
 

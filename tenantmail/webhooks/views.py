@@ -20,9 +20,9 @@ from anymail.signals import AnymailInboundEvent, AnymailTrackingEvent
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ImproperlyConfigured
 from django.dispatch import Signal
-from django.http import HttpRequest, HttpResponse
-from django.utils.decorators import method_decorator
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
+from django.views.generic import View
 
 from ..conf import get_settings
 from ..tenancy import tenant_cache
@@ -67,11 +67,7 @@ class TenantWebhookMixin:
         # (hence whose secrets) is only known in dispatch().
         self._initkwargs = initkwargs
 
-    # ESPs post without a CSRF token or a login, as to Anymail's own views. as_view() copies
-    # these markers from *this* dispatch (Anymail's decorated one is overridden here).
-    @method_decorator(csrf_exempt)
-    @method_decorator(login_not_required)
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         tenant_key = kwargs.pop("tenant_key", None)
         try:
             self.webhook_tenant = None if tenant_key is None else find_tenant(tenant_key)
@@ -96,32 +92,58 @@ class TenantWebhookMixin:
                 raise WebhookRejected(403, "webhook not configured") from error
         except WebhookRejected as rejected:
             return self._reject(rejected)
-        response: HttpResponse = super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
-        return response
+        # Django's View.dispatch, skipping Anymail's: its method_decorator wrappers rebuild
+        # the decorated method on every request, and only add the markers set below.
+        return View.dispatch(self, request, *args, **kwargs)  # type: ignore[arg-type]
+
+    # ESPs post without a CSRF token or a login, as to Anymail's own views; as_view() copies the
+    # markers from dispatch. Applied to the plain function (they only pass their arguments on):
+    # method_decorator would rebuild a bound, decorated copy on every request.
+    dispatch = csrf_exempt(login_not_required(dispatch))
 
     def secret_kwargs(self) -> dict[str, Any]:
         tenant = self.webhook_tenant
         if tenant is None or not tenant.own_account:
             return {}  # platform account: Anymail reads the platform's ANYMAIL settings
         secrets = tenant_secrets(tenant, self.esp, self.secret_names, self.required_secrets)
-        return {**self.tenant_defaults, **secrets}
+        fetch = self.fetch_kwargs(tenant) if self.fetches_content else {}
+        return {**self.tenant_defaults, **secrets, **fetch}
+
+    #: True for inbound views whose content Anymail downloads with account credentials.
+    fetches_content: ClassVar[bool] = False
+
+    def fetch_kwargs(self, tenant: WebhookTenant) -> dict[str, Any]:
+        """The tenant's own credentials for downloading inbound content (see ``.inbound``)."""
+        return {}
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             self._validate(request)
-            if self.seen_before(request):
+            if not self.claim_once(request):
                 # Validly signed, already processed: acknowledge, dispatch nothing.
                 return HttpResponse()
-            events = self._parse(request)
-            groups = self.attribute(events)
         except WebhookRejected as rejected:
             return self._reject(rejected)
-        deliver(self, groups)
+        try:
+            events = self._parse(request)
+            groups = self.attribute(events)
+            deliver(self, groups)
+        except WebhookRejected as rejected:
+            self.release_claim(request)
+            return self._reject(rejected)
+        except BaseException:
+            # A receiver failed: the answer is a 500 and the ESP retries the same signed post,
+            # which must then be delivered, not taken for a replay.
+            self.release_claim(request)
+            raise
         return HttpResponse()
 
-    def seen_before(self, request: HttpRequest) -> bool:
-        """For ESPs whose signature does not cover the body (Mailgun): a used signature."""
-        return False
+    def claim_once(self, request: HttpRequest) -> bool:
+        """For ESPs whose signature does not cover the body (Mailgun): False if already used."""
+        return True
+
+    def release_claim(self, request: HttpRequest) -> None:
+        """Undo :meth:`claim_once` (the request failed after it: the ESP will retry)."""
 
     def _validate(self, request: HttpRequest) -> None:
         try:
@@ -148,6 +170,8 @@ class TenantWebhookMixin:
     def _parse(self, request: HttpRequest) -> list[Event]:
         try:
             return list(self.parse_events(request))
+        except WebhookRejected:
+            raise
         except Exception as error:
             # Validated but unparsable: a clear 400 (the ESP will not retry a 4xx forever),
             # never a 500 with a traceback.
