@@ -73,26 +73,30 @@ class FakeAccounts:
     #: ``(step, credential)`` for every account API call that passed authentication.
     calls: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
-    _faults: collections.defaultdict[str, collections.deque[int]] = dataclasses.field(
-        default_factory=lambda: collections.defaultdict(collections.deque), repr=False
+    _faults: collections.defaultdict[str, collections.deque[tuple[int, object]]] = (
+        dataclasses.field(
+            default_factory=lambda: collections.defaultdict(collections.deque), repr=False
+        )
     )
     _ids: itertools.count[int] = dataclasses.field(
         default_factory=lambda: itertools.count(1001), repr=False
     )
 
-    def fail_at(self, step: str, status: int, count: int = 1) -> None:
-        """Answer the next ``count`` requests of ``step`` (see :data:`STEPS`) with ``status``."""
+    def fail_at(self, step: str, status: int, count: int = 1, body: object = None) -> None:
+        """Answer the next ``count`` requests of ``step`` (see :data:`STEPS`) with ``status`` and
+        ``body`` (JSON; an error message by default) -- a 200 with an undocumented body, say."""
         if step not in STEPS:
             raise ValueError(f"unknown step {step!r}; expected one of {sorted(STEPS)}")
+        reply = {"message": "injected failure"} if body is None else body
         with self.lock:
-            self._faults[step].extend([status] * count)
+            self._faults[step].extend([(status, reply)] * count)
 
     def steps(self) -> list[str]:
         with self.lock:
             return [step for step, _ in self.calls]
 
-    def _enter(self, fake: FakeESP, step: str, credential: str) -> int | None:
-        """The injected status for this call, if any; else record it (None)."""
+    def _enter(self, fake: FakeESP, step: str, credential: str) -> tuple[int, object] | None:
+        """The injected reply for this call, if any; else record the call (None)."""
         with self.lock:
             pending = self._faults.get(step)
             if pending:
@@ -116,8 +120,8 @@ def accounts(fake: FakeESP) -> FakeAccounts:
         return state
 
 
-def _fault(status: int) -> _Reply:
-    return _json_reply(status, {"message": "injected failure"})
+def _fault(injected: tuple[int, object]) -> _Reply:
+    return _json_reply(*injected)
 
 
 def _basic_key(headers: Message[str, str]) -> str:
@@ -145,8 +149,8 @@ def _mailgun(
     key = _basic_key(headers)
     if not fake._accepts(key):
         return state, _Reply(401, b"Forbidden")
-    status = state._enter(fake, step, key)
-    return state, None if status is None else _fault(status)
+    injected = state._enter(fake, step, key)
+    return state, None if injected is None else _fault(injected)
 
 
 @route("GET", r"/mailgun/v5/accounts/subaccounts$")
@@ -189,8 +193,8 @@ def _postmark(
         return state, _json_reply(
             401, {"ErrorCode": 10, "Message": "Request does not contain a valid Account token."}
         )
-    status = state._enter(fake, step, token)
-    return state, None if status is None else _fault(status)
+    injected = state._enter(fake, step, token)
+    return state, None if injected is None else _fault(injected)
 
 
 @route("GET", r"/postmark/servers$")
@@ -260,8 +264,12 @@ def _ses(
         return state, _ses_error(
             403, "UnrecognizedClientException", "The security token included is invalid."
         )
-    status = state._enter(fake, step, key)
-    return state, None if status is None else _ses_error(status, "InternalFailure", "injected")
+    injected = state._enter(fake, step, key)
+    if injected is None:
+        return state, None
+    if injected[0] < 300:
+        return state, _json_reply(*injected)
+    return state, _ses_error(injected[0], "InternalFailure", "injected")
 
 
 def _tenant(name: str, tenant_id: str) -> dict[str, Any]:
@@ -354,8 +362,8 @@ def _brevo(
     key = (headers.get("api-key") or "").strip()
     if not fake._accepts(key):
         return state, _json_reply(401, {"code": "unauthorized", "message": "Key not found"})
-    status = state._enter(fake, step, key)
-    return state, None if status is None else _fault(status)
+    injected = state._enter(fake, step, key)
+    return state, None if injected is None else _fault(injected)
 
 
 @route("GET", r"/brevo/v3/corporate/subAccount$")

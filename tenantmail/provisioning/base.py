@@ -171,6 +171,8 @@ class AccountAPI:
             raise self.run.fail(
                 step, f"no answer within {self.timeout:g}s (TENANTMAIL['TIMEOUT'])"
             ) from None
+        except requests.TooManyRedirects:  # max_redirects = 0: raised on the first redirect
+            raise self.run.fail(step, "the ESP answered a redirect, not followed") from None
         except requests.RequestException as error:
             raise self.run.fail(
                 step, f"could not reach {self.base_url} ({type(error).__name__})"
@@ -179,8 +181,6 @@ class AccountAPI:
             status = response.status_code
             if missing_ok and status == 404:
                 return None
-            if 300 <= status < 400:
-                raise self.run.fail(step, f"the ESP answered a redirect ({status}), not followed")
             if status >= 400:
                 raise self.run.fail(
                     step, refusal_reason(status, self._credential, self._credential_setting), status
