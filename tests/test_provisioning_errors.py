@@ -114,9 +114,9 @@ def test_an_esp_error_at_each_step(
     ("esp_name", "setting"),
     [
         ("mailgun", 'TENANTMAIL["SUBACCOUNTS"]["mailgun"]["api_key"]'),
-        ("postmark", 'TENANTMAIL["PROVISIONING"]["postmark"][\'account_token\']'),
-        ("amazon_ses", 'TENANTMAIL["PROVISIONING"]["amazon_ses"][\'session_params\']'),
-        ("brevo", 'TENANTMAIL["PROVISIONING"]["brevo"][\'api_key\']'),
+        ("postmark", 'TENANTMAIL["PROVISIONING"]["postmark"]["account_token"]'),
+        ("amazon_ses", 'TENANTMAIL["PROVISIONING"]["amazon_ses"]["session_params"]'),
+        ("brevo", 'TENANTMAIL["PROVISIONING"]["brevo"]["api_key"]'),
     ],
 )
 def test_a_refused_account_credential_is_named_masked(
@@ -266,9 +266,9 @@ def test_an_esp_without_an_entry(tenants: Tenants, settings: Any) -> None:
         (
             {"postmark": {"token": "x"}},
             {},
-            ["unknown keys ['token']", "['account_token'] is missing"],
+            ["unknown keys ['token']", '["account_token"] is missing'],
         ),
-        ({"postmark": {"account_token": 5}}, {}, ["['account_token'] must be a string"]),
+        ({"postmark": {"account_token": 5}}, {}, ['["account_token"] must be a string']),
         (
             {"postmark": {"account_token": "t", "api_url": "ftp://x"}},
             {},
@@ -285,7 +285,7 @@ def test_an_esp_without_an_entry(tenants: Tenants, settings: Any) -> None:
             {"mailgun": {"api_url": "https://api.eu.mailgun.net/v3/"}},
             ['SUBACCOUNTS"]["mailgun"]["api_key"] is missing'],
         ),
-        ({"brevo": {"api_key": "k"}}, {}, ["['email'] is required"]),
+        ({"brevo": {"api_key": "k"}}, {}, ['["email"] is required']),
         (
             {"amazon_ses": {"resource_arns": "arn:aws:ses:x"}},
             {},
@@ -298,7 +298,7 @@ def test_an_esp_without_an_entry(tenants: Tenants, settings: Any) -> None:
         (
             {"amazon_ses": {"resource_arns": ["arn:x"], "client_params": 1}},
             {"amazon_ses": {"session_params": {"aws_access_key_id": "A"}}},
-            ["['client_params'] must be a dict"],
+            ['["client_params"] must be a dict'],
         ),
     ],
 )
@@ -322,7 +322,7 @@ def test_setting_errors_never_show_a_value() -> None:
         parse_provisioning(raw, {})
     text = str(info.value)
     assert "remove 'server_token'" in text  # named, and copied nowhere
-    assert "['email'] must be a string" in text
+    assert '["email"] must be a string' in text
     assert not any(secret in text for secret in (leaked, POSTMARK_ACCOUNT, BREVO_MASTER))
 
 

@@ -60,17 +60,21 @@ class AccountSettings:
     client_params: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _at(where: str, key: str) -> str:
+    return f'{where}["{key}"]'
+
+
 def _str(entry: Mapping[str, Any], key: str, where: str, problems: list[str]) -> str:
     value = entry.get(key, "")
     if not isinstance(value, str):
-        problems.append(f"{where}[{key!r}] must be a string")
+        problems.append(f"{_at(where, key)} must be a string")
         return ""
     return value
 
 
 def _url(raw: str, where: str, problems: list[str]) -> str:
     if not raw.startswith(("https://", "http://")):
-        problems.append(f"{where}['api_url'] must be an http(s):// URL")
+        problems.append(f"{_at(where, 'api_url')} must be an http(s):// URL")
         return ""
     return raw if raw.endswith("/") else raw + "/"
 
@@ -78,13 +82,15 @@ def _url(raw: str, where: str, problems: list[str]) -> str:
 def _tenant_options(entry: Mapping[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
     raw = entry.get("tenant_options", {})
     if not isinstance(raw, Mapping):
-        problems.append(f"{where}['tenant_options'] must be a dict of non-secret backend options")
+        problems.append(
+            f"{_at(where, 'tenant_options')} must be a dict of non-secret backend options"
+        )
         return {}
     secret = sorted(str(name) for name in raw if name not in PUBLIC_OPTION_NAMES)
     if secret:
         # The row's options are the tenant's; a platform secret must never be copied there.
         problems.append(
-            f"{where}['tenant_options'] may hold only non-secret options such as 'api_url'; "
+            f"{_at(where, 'tenant_options')} may hold only non-secret options such as 'api_url'; "
             f"remove {', '.join(repr(n) for n in secret)}"
         )
         return {}
@@ -119,7 +125,7 @@ def _parse_entry(
     key_name = "account_token" if esp == "postmark" else "api_key"
     credential, credential_setting = (
         _str(entry, key_name, where, problems),
-        f"{where}[{key_name!r}]",
+        f"{_at(where, key_name)}",
     )
     if esp == "mailgun":
         parent = subaccounts.get("mailgun")
@@ -136,7 +142,7 @@ def _parse_entry(
     email = _str(entry, "email", where, problems)
     if esp == "brevo" and "@" not in email:
         problems.append(
-            f"{where}['email'] is required: the organisation e-mail of each new sub-account, "
+            f"{_at(where, 'email')} is required: the organisation e-mail of each new sub-account, "
             "e.g. 'mail+{name}@platform.example' ({name} is the sub-account name)"
         )
     return AccountSettings(
@@ -165,7 +171,7 @@ def _parse_ses(
         or not all(isinstance(a, str) and a.startswith("arn:") for a in arns)
     ):
         problems.append(
-            f"{where}['resource_arns'] must be a non-empty list of ARNs (the identities and "
+            f"{_at(where, 'resource_arns')} must be a non-empty list of ARNs (the identities and "
             "configuration sets each SES tenant is associated with)"
         )
         arns = ()
@@ -180,17 +186,17 @@ def _parse_ses(
     client = entry.get("client_params", parent.get("client_params", {}))
     if not isinstance(session, Mapping) or not session.get("aws_access_key_id"):
         problems.append(
-            f"{where}['session_params'] (or the SUBACCOUNTS entry's) must hold the platform's "
+            f"{_at(where, 'session_params')} (or the SUBACCOUNTS entry's) must hold the platform's "
             "aws_access_key_id, aws_secret_access_key and region_name"
         )
         session = {}
     if not isinstance(client, Mapping):
-        problems.append(f"{where}['client_params'] must be a dict of boto3 client options")
+        problems.append(f"{_at(where, 'client_params')} must be a dict of boto3 client options")
         client = {}
     return AccountSettings(
         esp="amazon_ses",
         credential=str(session.get("aws_access_key_id") or ""),
-        credential_setting=f"{where}['session_params']",
+        credential_setting=f"{_at(where, 'session_params')}",
         name_prefix=prefix,
         resource_arns=tuple(arns),
         session_params=dict(session),
