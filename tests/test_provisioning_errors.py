@@ -391,3 +391,23 @@ def test_ses_error_codes_are_named_without_the_body(tenants: Tenants, esp: FakeE
     accounts(esp).fail_at("amazon_ses.create", 429)
     with pytest.raises(ProvisioningError, match=r"429 \(rate limited.*\): InternalFailure"):
         provision(tenants.initech, "amazon_ses")
+
+
+def test_a_non_numeric_brevo_id(tenants: Tenants, esp: FakeESP) -> None:
+    accounts(esp).fail_at("brevo.create", 201, body={"id": "abc"})
+    with pytest.raises(ProvisioningError, match=r"no numeric sub-account 'id'"):
+        provision(tenants.initech, "brevo")
+    untouched(tenants.initech)
+
+
+def test_ses_settings_may_carry_their_own_botocore_config(
+    tenants: Tenants, esp: FakeESP, settings: Any
+) -> None:
+    settings.TENANTMAIL["SUBACCOUNTS"]["amazon_ses"]["client_params"]["config"] = {
+        "user_agent_extra": "saas"
+    }
+    settings.TENANTMAIL = dict(settings.TENANTMAIL)
+    accounts(esp).fail_at("amazon_ses.get", 500)  # one attempt: our retry setting still applies
+    with pytest.raises(ProvisioningError, match="find SES tenant"):
+        provision(tenants.initech, "amazon_ses")
+    assert provision(tenants.initech, "amazon_ses").subaccount == "initech"

@@ -53,8 +53,12 @@ class _Client:
         config = Config(
             connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1}
         )
+        client_params = dict(account.client_params)
+        given = client_params.pop("config", None)  # the settings' own botocore config, if any
+        if given is not None:
+            config = (given if isinstance(given, Config) else Config(**given)).merge(config)
         session = boto3.session.Session(**dict(account.session_params))
-        self.client = session.client("sesv2", config=config, **dict(account.client_params))
+        self.client = session.client("sesv2", config=config, **client_params)
 
     def call(self, step: str, operation: str, missing_ok: bool = False, **params: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]

@@ -52,6 +52,8 @@ def provision(run: Run, account: AccountSettings) -> Outcome:
             run.created.append(f"Brevo sub-account {run.name!r} ({subaccount_id})")
             run.log(f"POST corporate/subAccount companyName={run.name}: created {subaccount_id}")
         step = "create API key"
+        if not subaccount_id.isdigit() and not run.dry_run:  # Brevo ids are numbers ("long")
+            raise shape_error(run, step, "numeric sub-account 'id'")
         if run.dry_run:
             run.log("would POST corporate/subAccount/key (a new key for the sub-account)")
             return Outcome(subaccount_id)
