@@ -31,10 +31,8 @@ from typing import Any
 from .testing import (
     _SES_CREDENTIAL,
     FakeESP,
-    _addr_specs,
     _json_reply,
     _Reply,
-    _str_dict,
     route,
 )
 
@@ -55,6 +53,12 @@ STEPS = frozenset(
         "brevo.list",
         "brevo.create",
         "brevo.key",
+        "postmark.webhooks",
+        "postmark.register_webhook",
+        "postmark.update_webhook",
+        "brevo.webhooks",
+        "brevo.register_webhook",
+        "brevo.update_webhook",
     }
 )
 
@@ -70,6 +74,10 @@ class FakeAccounts:
     brevo: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: Brevo sub-account id -> the keys issued for it.
     brevo_keys: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    #: Webhooks registered, by id: Postmark's (with the server ``token`` they were registered
+    #: with) and Brevo's (with the sub-account ``key``).
+    postmark_webhooks: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    brevo_webhooks: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
     #: ``(step, credential)`` for every account API call that passed authentication.
     calls: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
@@ -417,23 +425,6 @@ def brevo_key(
     return _json_reply(201, {"key": key, "status": "success"})
 
 
-@route("POST", r"/brevo/v3/smtp/email$")
-def brevo_send(
-    fake: FakeESP, match: re.Match[str], headers: Message[str, str], body: bytes, conn: int
-) -> _Reply:
-    # Brevo "Send a transactional email" (POST /v3/smtp/email, api-key header; 201 {"messageId"}),
-    # as Anymail's Brevo backend sends it: metadata travels in the X-Mailin-custom header.
-    key = (headers.get("api-key") or "").strip()
-    if not fake._accepts(key):
-        return _json_reply(401, {"code": "unauthorized", "message": "Key not found"})
-    data = json.loads(body)
-    to = [r["email"] for kind in ("to", "cc", "bcc") for r in data.get(kind, [])]
-    metadata = _str_dict(json.loads((data.get("headers") or {}).get("X-Mailin-custom") or "{}"))
-    message_id = f"<{uuid.uuid4().hex}@smtp-relay.mailin.fr>"
-    sender = next(iter(_addr_specs((data.get("sender") or {}).get("email"))), "")
-    fake._record(
-        fake._message(
-            "brevo", key, conn, None, sender, to, data.get("subject", ""), metadata, message_id
-        )
-    )
-    return _json_reply(201, {"messageId": message_id})
+# The APIs a provisioned tenant uses next (webhook registration, Brevo's send API) live in their
+# own module; importing it here keeps them loaded with FakeESP.
+from . import testing_provisioned  # noqa: E402, F401

@@ -20,15 +20,9 @@ from dataclasses import replace as evolve
 from types import ModuleType
 from typing import Any
 
-from django.db import router, transaction
-from django.views.decorators.debug import sensitive_variables
-
-from ..conf import expand_backend
-from ..diagnosis import tenant_problems
 from ..exceptions import TenantMailConfigurationError
-from ..masking import masked
-from ..models import TenantMailSource
-from . import amazon_ses, brevo, mailgun, postmark
+from ..masking import mask, masked
+from . import amazon_ses, brevo, mailgun, postmark, rows, webhooks
 from .base import ProvisioningError, ProvisionResult, Run
 from .conf import AccountSettings, account_settings
 
@@ -42,13 +36,14 @@ ESPS: Mapping[str, ModuleType] = {
     "brevo": brevo,
 }
 
-#: Stand-ins for the values the ESP hands out, to check the settings before anything is created.
-_PLACEHOLDER_ID = "0123456789abcdef"
-_PLACEHOLDER_KEY = "placeholder-0000000000000000"
-
 
 def provision(
-    tenant: Any, esp: str, *, dry_run: bool = False, replace: bool = False
+    tenant: Any,
+    esp: str,
+    *,
+    dry_run: bool = False,
+    replace: bool = False,
+    webhook_base_url: str | None = None,
 ) -> ProvisionResult:
     """Find or create ``tenant``'s sub-account at ``esp`` and store it on the tenant row.
 
@@ -56,7 +51,9 @@ def provision(
     an existing sub-account of the same name (``name_prefix`` + schema name) is reused. The row
     is written only after every ESP step succeeded, in one transaction. A tenant with other mail
     settings is refused unless ``replace=True``. ``dry_run=True`` makes only the read calls
-    (find) and writes nothing. Raises :class:`ProvisioningError` when an ESP step fails and
+    (find) and writes nothing. ``webhook_base_url`` (the platform's public origin) also registers
+    the tenant's tracking webhook (Postmark, Brevo; see :mod:`.webhooks`). Raises
+    :class:`ProvisioningError` when an ESP step fails and
     :class:`~tenantmail.exceptions.TenantMailConfigurationError` for settings problems.
     """
     module = ESPS.get(esp)
@@ -66,27 +63,38 @@ def provision(
             f"cannot provision {esp!r}; choose one of {', '.join(ESPS)}", tenant=schema
         )
     account = account_settings(esp)
+    url = webhooks.webhook_url(tenant, esp, webhook_base_url) if webhook_base_url else None
     name = account.name_prefix + schema
     backend: str = module.BACKEND
     secret_option: str | None = module.SECRET_OPTION
     result = ProvisionResult(
         tenant=schema, esp=esp, backend=backend, subaccount="", dry_run=dry_run
     )
-    if _provisioned(tenant, backend, secret_option):
-        return evolve(result, subaccount=tenant.mail_subaccount, already_provisioned=True)
-    _check_tenant(tenant, schema, name, module, replace)
-    _check_settings(tenant, schema, backend, _options(account, secret_option, _PLACEHOLDER_KEY))
     before = (tenant.mail_backend, tenant.mail_subaccount)
     run = Run(tenant=schema, esp=esp, name=name, dry_run=dry_run)
+    if rows.provisioned(tenant, backend, secret_option):
+        result = evolve(result, subaccount=tenant.mail_subaccount, already_provisioned=True)
+        if url is None or rows.has_webhook_secret(tenant, esp):
+            return result
+        # Provisioned before, without its webhook: register that alone.
+        return _register_webhook(tenant, before, run, account, result, url)
+    rows.check_tenant(tenant, schema, name, module, replace)
+    placeholder = rows.options_for(account, secret_option, None)
+    rows.check_settings(tenant, schema, backend, placeholder)
     outcome = module.provision(run, account)
-    options = _options(account, secret_option, outcome.secret)
-    fields = {
+    options = rows.options_for(account, secret_option, outcome.secret)
+    webhook_secret = None if url is None or dry_run else webhooks.new_secret()
+    if url is not None:
+        webhooks.register(run, account, url, outcome.secret, webhook_secret)
+    fields: dict[str, str] = {
         "mail_backend": backend,
         "mail_subaccount": outcome.subaccount or f"(the new {esp} id)",
         "mail_options": str(masked(options)) if outcome.secret else "{}",
     }
     if dry_run and secret_option is not None:
         fields["mail_options"] = f"{{{secret_option!r}: (issued by {esp}, stored encrypted)}}"
+    if url is not None:
+        fields["mail_webhook_secrets"] = _shown_webhook_secret(esp, webhook_secret)
     result = evolve(
         result,
         subaccount=outcome.subaccount,
@@ -94,105 +102,45 @@ def provision(
         found=tuple(run.found),
         steps=tuple(run.steps),
         fields=fields,
+        webhook=url or "",
     )
     if dry_run:
         return result
     try:
-        _check_settings(tenant, schema, backend, options, subaccount=outcome.subaccount)
+        rows.check_settings(tenant, schema, backend, options, subaccount=outcome.subaccount)
     except TenantMailConfigurationError as error:
         raise run.fail("check the new settings", str(error)) from None
-    _write(tenant, before, backend, outcome.subaccount, options, run)
+    values = {
+        "mail_backend": backend,
+        "mail_subaccount": outcome.subaccount,
+        "mail_options": options,
+    }
+    rows.write(tenant, before, run, values, webhook_secret)
     return result
 
 
-def _provisioned(tenant: Any, backend: str, secret_option: str | None) -> bool:
-    if not tenant.mail_subaccount or not tenant.mail_backend:
-        return False
-    if expand_backend(tenant.mail_backend) != expand_backend(backend):
-        return False
-    options = tenant.mail_options
-    return secret_option is None or (
-        isinstance(options, Mapping) and bool(options.get(secret_option))
-    )
-
-
-def _check_tenant(tenant: Any, schema: str, name: str, module: ModuleType, replace: bool) -> None:
-    from django_tenants.utils import get_public_schema_name
-
-    if not schema or schema == get_public_schema_name():
-        raise TenantMailConfigurationError(
-            "is the platform itself: provision tenants, not the public schema", tenant=schema
-        )
-    problem = module.check_name(name)
-    if problem:
-        raise TenantMailConfigurationError(
-            problem, tenant=schema, setting=f'TENANTMAIL["PROVISIONING"]["{module.ESP}"]'
-        )
-    has_settings = bool(tenant.mail_backend or tenant.mail_subaccount or tenant.mail_options)
-    if has_settings and not replace:
-        raise TenantMailConfigurationError(
-            f"already has mail settings ({tenant.mail_backend or 'options only'}"
-            f"{', ' + tenant.mail_subaccount if tenant.mail_subaccount else ''}); provisioning "
-            "would replace them: pass replace=True (--replace) to do so",
-            tenant=schema,
-            setting="mail_backend",
-        )
-
-
-def _options(
-    account: AccountSettings, secret_option: str | None, secret: str | None
-) -> dict[str, Any]:
-    if secret_option is None:
-        return {}  # sub-account mode: the tenant holds no secret, and no options at all
-    return {**account.tenant_options, secret_option: secret or _PLACEHOLDER_KEY}
-
-
-@sensitive_variables()
-def _check_settings(
-    tenant: Any,
-    schema: str,
-    backend: str,
-    options: Mapping[str, Any],
-    *,
-    subaccount: str = _PLACEHOLDER_ID,
-) -> None:
-    """The settings provisioning would write must pass the send path's own rules (allowed
-    backend, parent credential present, the tenant's defaults in this mode) -- checked before
-    anything is created at the ESP, so a run does not leave a sub-account nobody can use."""
-    source = TenantMailSource(
-        backend=backend,
-        options=dict(options),
-        defaults=tenant.mail_defaults if tenant.mail_defaults is not None else {},
-        subaccount=subaccount,
-    )
-    problems = tenant_problems(schema, source)
-    if problems:
-        raise TenantMailConfigurationError(
-            "the provisioned settings would not send: " + "; ".join(str(p) for p in problems),
-            tenant=schema,
-        )
-
-
-@sensitive_variables()
-def _write(
+def _register_webhook(
     tenant: Any,
     before: tuple[str, str],
-    backend: str,
-    subaccount: str,
-    options: dict[str, Any],
     run: Run,
-) -> None:
-    model = type(tenant)
-    with transaction.atomic(using=router.db_for_write(model)):
-        row = model.objects.select_for_update().get(pk=tenant.pk)
-        if (row.mail_backend, row.mail_subaccount) != before:
-            raise run.fail(
-                "write the tenant",
-                "the tenant's mail settings changed while provisioning ran; run it again",
-            )
-        row.mail_backend, row.mail_subaccount, row.mail_options = backend, subaccount, options
-        # The platform chose both the issued key and where it is sent: not a moved secret.
-        row.confirm_mail_endpoint_change()
-        row.save(update_fields=["mail_backend", "mail_subaccount", "mail_options"])
-    tenant.mail_backend, tenant.mail_subaccount, tenant.mail_options = backend, subaccount, options
-    tenant._remember_mail_endpoint()
+    account: AccountSettings,
+    result: ProvisionResult,
+    url: str,
+) -> ProvisionResult:
+    key = tenant.mail_options.get(ESPS[run.esp].SECRET_OPTION)
+    secret = None if run.dry_run else webhooks.new_secret()
+    webhooks.register(run, account, url, key, secret)
+    result = evolve(
+        result,
+        steps=tuple(run.steps),
+        fields={"mail_webhook_secrets": _shown_webhook_secret(run.esp, secret)},
+        webhook=url,
+    )
+    if not run.dry_run:
+        rows.write(tenant, before, run, {}, secret)
+    return result
+
+
+def _shown_webhook_secret(esp: str, secret: str | None) -> str:
+    shown = mask(secret) if secret else "(generated, stored encrypted)"
+    return f"{{{esp!r}: {{'webhook_secret': {shown}}}}}"

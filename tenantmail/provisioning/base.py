@@ -39,17 +39,22 @@ class ProvisionResult:
     #: The tenant row's fields set, each value masked where it is a secret.
     fields: Mapping[str, str] = field(default_factory=dict)
     dry_run: bool = False
-    #: The tenant was provisioned for this ESP before: nothing was called or written.
+    #: The tenant was provisioned for this ESP before: nothing was created or changed (but a
+    #: requested webhook it lacked).
     already_provisioned: bool = False
+    #: The tracking webhook URL registered (or to be, in a dry run); "" when none was asked for.
+    webhook: str = ""
 
     def summary(self) -> str:
+        hook = ""
+        if self.webhook:
+            hook = f"; webhook {'would be ' if self.dry_run else ''}registered at {self.webhook}"
         if self.already_provisioned:
-            return (
-                f"{self.tenant}: already provisioned at {self.esp} ({self.subaccount}); "
-                "nothing to do"
-            )
+            done = hook or "; nothing to do"
+            return f"{self.tenant}: already provisioned at {self.esp} ({self.subaccount}){done}"
         verb = "would be provisioned" if self.dry_run else "provisioned"
-        return f"{self.tenant}: {verb} at {self.esp} ({self.subaccount or 'new'}), {self.backend}"
+        sub = self.subaccount or "new"
+        return f"{self.tenant}: {verb} at {self.esp} ({sub}), {self.backend}{hook}"
 
 
 class ProvisioningError(TenantMailError):
@@ -185,6 +190,8 @@ class AccountAPI:
                 raise self.run.fail(
                     step, refusal_reason(status, self._credential, self._credential_setting), status
                 )
+            if status == 204 or not response.content:
+                return {}  # e.g. Brevo's "204 No Content" for an update
             try:
                 return response.json()
             except ValueError:

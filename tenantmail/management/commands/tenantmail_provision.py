@@ -32,14 +32,34 @@ class Command(BaseCommand):
             help="Show what would be done: only read calls to the ESP, nothing written.",
         )
         parser.add_argument(
+            "--webhooks",
+            action="store_true",
+            help="Also register the tenant's tracking webhook with the ESP (Postmark, Brevo).",
+        )
+        parser.add_argument(
+            "--base-url",
+            metavar="URL",
+            help="The platform's public origin for --webhooks, e.g. https://saas.example.",
+        )
+        parser.add_argument(
             "--replace",
             action="store_true",
             help="Replace the tenant's existing mail settings (refused without it).",
         )
 
     def handle(
-        self, *args: Any, schema: str, esp: str, dry_run: bool, replace: bool, **options: Any
+        self,
+        *args: Any,
+        schema: str,
+        esp: str,
+        dry_run: bool,
+        replace: bool,
+        webhooks: bool,
+        base_url: str | None,
+        **options: Any,
     ) -> None:
+        if webhooks != bool(base_url):
+            raise CommandError("--webhooks and --base-url go together")
         model = get_tenant_model()
         if not issubclass(model, TenantMailMixin):
             raise CommandError(f"{model._meta.label} does not use TenantMailMixin.")
@@ -48,13 +68,14 @@ class Command(BaseCommand):
         if tenant is None:
             raise CommandError(f"tenant {schema!r}: no tenant row has this schema name")
         try:
-            result = provision(tenant, esp, dry_run=dry_run, replace=replace)
+            result = provision(
+                tenant, esp, dry_run=dry_run, replace=replace, webhook_base_url=base_url
+            )
         except TenantMailError as error:
             raise CommandError(str(error)) from None
         for step in result.steps:
             self.stdout.write(f"  {step}")
-        if not result.already_provisioned:
-            label = "would set" if dry_run else "set"
-            for name, value in result.fields.items():
-                self.stdout.write(f"  {label} {name} = {value}")
+        label = "would set" if dry_run else "set"
+        for name, value in result.fields.items():
+            self.stdout.write(f"  {label} {name} = {value}")
         self.stdout.write(result.summary())
