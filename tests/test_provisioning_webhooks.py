@@ -157,6 +157,7 @@ def test_a_failed_registration_writes_nothing_and_resumes(tenants: Tenants, esp:
         provision(tenants.initech, "postmark", webhook_base_url=BASE)
     assert info.value.step == "register webhook"
     assert "already created at postmark by this run: Postmark server 'initech'" in str(info.value)
+    assert "tracking webhook" not in str(info.value)  # its registration is what failed
     row = Client.objects.get(pk=tenants.initech.pk)
     assert (row.mail_backend, row.mail_webhook_secrets) == ("", {})
 
@@ -234,3 +235,13 @@ def test_outcome_repr_hides_the_key() -> None:
     from tenantmail.provisioning.outcome import Outcome
 
     assert repr(Outcome("1001", "secret-token-0000")) == "Outcome(subaccount='1001', secret=…)"
+
+
+def test_a_write_failure_names_the_registered_webhook(tenants: Tenants, esp: FakeESP) -> None:
+    stale = Client.objects.get(pk=tenants.initech.pk)
+    Client.objects.filter(pk=stale.pk).update(mail_backend="smtp")  # someone else, meanwhile
+    with pytest.raises(ProvisioningError) as info:
+        provision(stale, "postmark", webhook_base_url=BASE)
+    text = str(info.value)
+    assert info.value.step == "write the tenant"
+    assert f"the tracking webhook {BASE}{tracking_url(stale, 'postmark')}" in text

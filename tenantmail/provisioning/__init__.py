@@ -20,6 +20,8 @@ from dataclasses import replace as evolve
 from types import ModuleType
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
+
 from ..exceptions import TenantMailConfigurationError
 from ..masking import mask, masked
 from . import amazon_ses, brevo, mailgun, postmark, rows, webhooks
@@ -37,6 +39,7 @@ ESPS: Mapping[str, ModuleType] = {
 }
 
 
+@sensitive_variables()  # the issued key and webhook credential are locals here
 def provision(
     tenant: Any,
     esp: str,
@@ -119,6 +122,7 @@ def provision(
     return result
 
 
+@sensitive_variables()
 def _register_webhook(
     tenant: Any,
     before: tuple[str, str],

@@ -12,6 +12,8 @@ sub-account but not a stored key issues a new key.
 
 from __future__ import annotations
 
+from django.views.decorators.debug import sensitive_variables
+
 from .base import AccountAPI, Run, shape_error
 from .conf import AccountSettings
 from .outcome import Outcome
@@ -26,6 +28,7 @@ def check_name(name: str) -> str | None:
     return None
 
 
+@sensitive_variables()  # the account credential and the issued key are locals here
 def provision(run: Run, account: AccountSettings) -> Outcome:
     api = AccountAPI(
         run,

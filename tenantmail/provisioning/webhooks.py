@@ -25,6 +25,8 @@ import secrets
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from django.views.decorators.debug import sensitive_variables
+
 from ..exceptions import TenantMailConfigurationError
 from .base import AccountAPI, Run, shape_error
 from .conf import AccountSettings
@@ -82,6 +84,7 @@ def new_secret() -> str:
     return f"esp-{secrets.token_hex(6)}:{secrets.token_urlsafe(24)}"
 
 
+@sensitive_variables()
 def register(
     run: Run, account: AccountSettings, url: str, key: str | None, secret: str | None
 ) -> None:
@@ -120,6 +123,7 @@ def _postmark(run: Run, api: AccountAPI, url: str, secret: str) -> None:
         run.log(f"PUT webhooks/{found['ID']}: {url} with a new credential")
         return
     api.call("register webhook", "POST", "webhooks", json={**body, "MessageStream": "outbound"})
+    run.created.append(f"the tracking webhook {url}")
     run.log(f"POST webhooks: registered {url}")
 
 
@@ -141,6 +145,7 @@ def _brevo(run: Run, api: AccountAPI, url: str, secret: str) -> None:
         return
     body.update(type="transactional", description="tenantmail tracking")
     api.call("register webhook", "POST", "webhooks", json=body)
+    run.created.append(f"the tracking webhook {url}")
     run.log(f"POST webhooks: registered {url}")
 
 
