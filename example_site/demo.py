@@ -9,6 +9,8 @@ one request per tenant enqueues a message and a real ``db_worker`` delivers them
 what the servers actually received and exits non-zero if any message arrived with a credential
 other than the one expected for it. umbrella (``seed.subaccount_seeds``) sends as a Mailgun
 subaccount with the platform's parent key: the table shows it masked plus the on-behalf-of id.
+stark is provisioned first (``tenantmail_provision stark --esp postmark``): the fake's Postmark
+account API creates its server, and stark sends with the server token it issued.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 import django
 
 if TYPE_CHECKING:  # imported at run time only after django.setup()
+    from example_site.customers.models import Client
     from example_site.fakes import DemoServers
     from example_site.mailbox import Row
 
@@ -55,7 +58,9 @@ def main() -> int:
     try:
         with override_settings(**servers.settings_patch()):
             # Tenants added in the admin (make serve) are left alone: the demo sends as the seeds.
-            for tenant in seed.seed(servers, reset=True):
+            tenants = seed.seed(servers, reset=True)
+            _provision(tenants)
+            for tenant in tenants:
                 subject = f"Welcome from {tenant.name} ({run})"
                 with tenant_context(tenant):
                     # Plain Django: the default mailer is TenantBackend.
@@ -92,6 +97,22 @@ def main() -> int:
     finally:
         fakes.stop()
     return status
+
+
+def _provision(tenants: list[Client]) -> None:
+    """``manage.py tenantmail_provision`` for each tenant in ``seed.PROVISIONED``, against the
+    fake ESP's account API; its (masked) output is printed before the table."""
+    from django.core.management import call_command
+
+    from example_site import seed
+
+    for tenant in tenants:
+        esp = seed.PROVISIONED.get(tenant.schema_name)
+        if esp is not None:
+            print(f"$ manage.py tenantmail_provision {tenant.schema_name} --esp {esp}")
+            call_command("tenantmail_provision", tenant.schema_name, "--esp", esp)
+            tenant.refresh_from_db()
+    print()
 
 
 def _webhooks(servers: DemoServers, run: str) -> int:

@@ -50,6 +50,13 @@ class DemoServers:
                 "SENDGRID_API_URL": self.esp.sendgrid_api_url,
             }
         }
+        provisioning = getattr(settings, "TENANTMAIL", {}).get("PROVISIONING", {})
+        if "postmark" in provisioning:  # the Postmark account API: the same fake
+            postmark = {**provisioning["postmark"], "api_url": self.esp.postmark_api_url}
+            patch["TENANTMAIL"] = {
+                **settings.TENANTMAIL,
+                "PROVISIONING": {**provisioning, "postmark": postmark},
+            }
         relay = {"host": self.ops_smtp.host, "port": self.ops_smtp.port}
         if hasattr(settings, "MAILERS"):
             mailers = copy.deepcopy(settings.MAILERS)

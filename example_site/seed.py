@@ -6,6 +6,9 @@
 - initech: no configuration -> the platform's account
 - umbrella: a Mailgun subaccount of the platform's account (no secret stored; see
   ``subaccount_seeds``)
+- stark: seeded with no mail settings, then provisioned by the demo (``tenantmail_provision stark
+  --esp postmark``): a Postmark server created through the fake's account API, whose server token
+  is stored encrypted (see ``PROVISIONED``)
 """
 
 from __future__ import annotations
@@ -60,7 +63,19 @@ def tenant_seeds(servers: DemoServers) -> dict[str, dict[str, Any]]:
         },
         "initech": {"name": "Initech", "mail_backend": "", "mail_options": {}, "mail_defaults": {}},
         **subaccount_seeds(),
+        # Provisioned by the demo (PROVISIONED) right after seeding.
+        "stark": {
+            "name": "Stark",
+            "mail_backend": "",
+            "mail_options": {},
+            "mail_subaccount": "",
+            "mail_defaults": {"from_email": "hello@stark.example"},
+        },
     }
+
+
+#: Tenants the demo provisions with ``manage.py tenantmail_provision <schema> --esp <esp>``.
+PROVISIONED = {"stark": "postmark"}
 
 
 def subaccount_seeds() -> dict[str, dict[str, Any]]:
@@ -78,6 +93,8 @@ def subaccount_seeds() -> dict[str, dict[str, Any]]:
 
 def expected_credential(schema: str, servers: DemoServers) -> str:
     """What the receiving server should record for a message sent as ``schema``."""
+    if schema in PROVISIONED:
+        return issued_token(schema, servers)
     seed = tenant_seeds(servers)[schema]
     options = seed["mail_options"]
     if seed["mail_backend"] == "smtp":
@@ -87,6 +104,15 @@ def expected_credential(schema: str, servers: DemoServers) -> str:
     if seed["mail_backend"] == "mailgun_subaccount":
         return str(settings.PARENT_MAILGUN["api_key"])
     return str(options.get("api_key") or options.get("server_token"))
+
+
+def issued_token(schema: str, servers: DemoServers) -> str:
+    """The server token the fake Postmark account issued for ``schema``'s server."""
+    from tenantmail.testing_provisioning import accounts
+
+    servers_by_name = {s["Name"]: s for s in accounts(servers.esp).postmark.values()}
+    server = servers_by_name.get(schema)
+    return str(server["ApiTokens"][0]) if server else "(not provisioned in this run)"
 
 
 def seed(servers: DemoServers, *, reset: bool) -> list[Client]:
@@ -106,6 +132,8 @@ def seed(servers: DemoServers, *, reset: bool) -> list[Client]:
             tenant = tenant or Client(schema_name=schema)
             for name, value in fields.items():
                 setattr(tenant, name, value)
+            # The seed sets secret and endpoint together (hooli's SMTP port changes every run).
+            tenant.confirm_mail_endpoint_change()
             tenant.save(verbosity=0)
         Domain.objects.get_or_create(domain=f"{schema}.localhost", defaults={"tenant": tenant})
         tenants.append(tenant)

@@ -90,6 +90,11 @@ PLATFORM_MAILGUN = {
 # (sub-account mode: the tenant row holds only the subaccount id, no secret).
 PARENT_MAILGUN = {"api_key": "key-parent-demo-4c2e8a6f1d"}
 SUBACCOUNTS = {"mailgun": PARENT_MAILGUN}
+# The platform's Postmark account token, for `manage.py tenantmail_provision --esp postmark`
+# (fakes.py points api_url at the fake ESP's account API).
+PROVISIONING = {
+    "postmark": {"account_token": "pm-account-demo-8b1f3e6c2a", "api_url": "http://127.0.0.1:9/"}
+}
 # Where Anymail sends when an account sets no api_url. Port 9 ("discard") is closed: until the
 # fakes are started, a send fails instead of reaching a real ESP with a demo key.
 _NOWHERE = "http://127.0.0.1:9/"
@@ -122,6 +127,7 @@ if django.VERSION >= (6, 1):
         "DEFAULT": "platform",
         "ALLOWED_BACKENDS": ALLOWED_BACKENDS,
         "SUBACCOUNTS": SUBACCOUNTS,
+        "PROVISIONING": PROVISIONING,
     }
 else:
     EMAIL_BACKEND = "tenantmail.backends.TenantBackend"
@@ -133,6 +139,7 @@ else:
         "DEFAULT": {"BACKEND": "mailgun", "OPTIONS": PLATFORM_MAILGUN},
         "ALLOWED_BACKENDS": ALLOWED_BACKENDS,
         "SUBACCOUNTS": SUBACCOUNTS,
+        "PROVISIONING": PROVISIONING,
     }
 
 # Queued mail: `manage.py db_worker` runs these tasks (make demo runs one in-process).

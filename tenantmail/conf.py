@@ -130,6 +130,8 @@ _KNOWN_KEYS = {
     # Parsed by tenantmail.queue.conf (the queue is a subpackage; the core only admits the key).
     "QUEUE",
     "SUBACCOUNTS",
+    # Parsed by tenantmail.provisioning.conf (read only when provisioning, never on a send).
+    "PROVISIONING",
 }
 
 

@@ -1033,3 +1033,7 @@ class FakeSMTP(_Recorder):
         if hang_up and server.transport is not None:
             server.transport.abort()  # type: ignore[attr-defined]  # received, maybe queued
         return "250 Message accepted for delivery"
+
+
+# Extra endpoints (provisioning account APIs) register themselves with route() on import.
+from . import testing_provisioning  # noqa: E402, F401
