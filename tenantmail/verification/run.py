@@ -211,7 +211,7 @@ def _http_probers(http: Any) -> dict[type, type[Prober]]:
 def send_test(tenant: Any, send_to: str | None, target: Target) -> Outcome:
     """The test message, through the real send path (``TenantBackend`` pinned to the tenant)."""
     if send_to is None:
-        return skipped("no staff address to send to (--send-to)")
+        return skipped("no staff address given: use --send-to")
     schema = target.schema
     message = EmailMessage(SUBJECT.format(schema=schema), BODY.format(schema=schema), to=[send_to])
     try:

@@ -62,7 +62,7 @@ class SMTPProber(Prober):
                 return ok(f"implicit TLS, certificate valid for {self.host}")
             smtp = self._session(sock)
             if not backend.use_tls:
-                return skipped(f"{self.where} is used without TLS (use_tls and use_ssl are off)")
+                return skipped(f"{self.where} is used without TLS: use_tls and use_ssl are off")
             smtp.ehlo()
             if not smtp.has_extn("starttls"):
                 raise StageFailed(f"{self.where} does not offer STARTTLS, but use_tls is on")
