@@ -12,15 +12,16 @@ import pytest
 from django.contrib.auth.models import User
 from django.core import mail
 
-from tenantmail.testing import FakeESP
-from tenantmail.testing_accounts import AccountState
+from tenantmail.testing import FakeESP, FakeSMTP
+from tenantmail.testing_accounts import AccountState, accounts
 from tenantmail.verification import VerificationError, verify
 from tests.conftest import Tenants
 from tests.tenants_app.models import Client
+from tests.test_subaccounts import as_subaccount, subaccounts
 from tests.test_verification import STAFF, account, failed_at, move, staff, statuses
 
 pytestmark = pytest.mark.django_db
-__all__ = ["account", "staff"]  # the fixtures, re-used
+__all__ = ["account", "staff", "subaccounts"]  # the fixtures, re-used
 
 
 def test_a_backend_without_a_network_endpoint_is_checked_by_its_test_message(
@@ -136,3 +137,76 @@ def test_an_smtp_host_that_does_not_greet_with_220_is_reported_without_its_reply
         f"hooli: the SMTP server 127.0.0.1:{one_line_server} greeted with {shown}, not 220"
     )
     assert "canary" not in report.line()
+
+
+def test_a_connection_dropped_mid_call_is_reported_by_its_type(
+    tenants: Tenants, fake_esp: FakeESP, account: AccountState
+) -> None:
+    fake_esp.reset_next()
+    assert failed_at(verify(tenants.acme), "authenticate") == (
+        f"acme: Mailgun at 127.0.0.1:{fake_esp.port} did not answer (ConnectionError)"
+    )
+
+
+def test_the_platform_accounts_redirect_is_not_followed_either(
+    tenants: Tenants, fake_esp: FakeESP, account: AccountState
+) -> None:
+    # The platform's own session follows redirects when sending; the probe never does.
+    fake_esp.redirect_next(fake_esp.base_url + "elsewhere")
+    assert failed_at(verify(tenants.initech), "authenticate") == (
+        f"initech: Mailgun at 127.0.0.1:{fake_esp.port} answered with a redirect (302), which is "
+        "not followed"
+    )
+
+
+def test_a_broken_platform_default_fails_at_resolve(tenants: Tenants, settings: Any) -> None:
+    settings.TENANTMAIL = {
+        **settings.TENANTMAIL,
+        "DEFAULT": {"BACKEND": "tenantmail.backends.TenantBackend"},
+    }
+    assert failed_at(verify(tenants.initech), "resolve") == (
+        'initech: TENANTMAIL["DEFAULT"]: BACKEND is TenantBackend itself; name the platform\'s '
+        "real backend"
+    )
+
+
+def test_an_smtp_account_without_a_username_skips_authentication(
+    tenants: Tenants, fake_smtp: FakeSMTP
+) -> None:
+    tenants.hooli.mail_options = {**tenants.hooli.mail_options, "username": "", "password": ""}
+    tenants.hooli.save()
+    report = verify(tenants.hooli)
+    assert report.ok, report.line()
+    assert report.stage("authenticate").detail == (
+        "no username configured: the server is used without SMTP AUTH"
+    )
+
+
+def test_an_ses_endpoint_over_tls_is_checked_with_botocores_ca_bundle(
+    tenants: Tenants,
+    staff: User,
+    settings: Any,
+    subaccounts: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with FakeESP(tls=True) as esp:
+        accounts(esp).reset()
+        ses = {
+            **subaccounts["amazon_ses"],
+            "client_params": {"endpoint_url": esp.amazon_ses_endpoint_url},
+        }
+        settings.TENANTMAIL = {
+            **settings.TENANTMAIL,
+            "SUBACCOUNTS": {**subaccounts, "amazon_ses": ses},
+        }
+        initech = as_subaccount(tenants.initech, "amazon_ses_tenant", "initech-tenant")
+        reason = failed_at(verify(initech, send_to=STAFF), "tls")
+        assert reason.startswith(
+            f"initech: TLS failed at 127.0.0.1:{esp.port}: the certificate is not valid for "
+            "127.0.0.1 ("
+        )
+        monkeypatch.setenv("AWS_CA_BUNDLE", esp.ca_bundle_path)
+        report = verify(initech, send_to=STAFF, force=True)
+        assert report.ok, report.line()
+        assert report.stage("tls").detail == "certificate valid for 127.0.0.1"
+        assert [m.on_behalf_of for m in esp.messages] == ["initech-tenant"]

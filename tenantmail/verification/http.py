@@ -141,7 +141,8 @@ class MailgunProber(HTTPProber):
     """Mailgun: ``GET /v3/domains/<domain>`` with basic auth ``api:<key>`` (Mailgun API reference,
     "Domains": "Fetches json representation of a domain", 401 for a bad key, 404 for a domain
     the account does not have; ``domain.state`` is ``active``, ``unverified`` or ``disabled``).
-    One call answers both stages: a 404 means the key was accepted but the domain is unknown."""
+    One call answers both stages: a 404 means the key was accepted but the domain is unknown.
+    https://documentation.mailgun.com/docs/mailgun/api-reference/openapi-final/tag/Domains"""
 
     esp = "Mailgun"
     STATES = frozenset({"active", "unverified", "disabled"})
@@ -189,7 +190,7 @@ class PostmarkProber(HTTPProber):
     """Postmark: ``GET /server`` with ``X-Postmark-Server-Token`` (Postmark API reference,
     "Server": the server the token belongs to; 401 with ErrorCode 10 for a bad token). A server
     token cannot read sender signatures or domains (they need the account token), so the
-    sender stage is left to the test message."""
+    sender stage is left to the test message. https://postmarkapp.com/developer/api/server-api"""
 
     esp = "Postmark"
     credential_attr = "server_token"
@@ -215,7 +216,8 @@ class PostmarkProber(HTTPProber):
 class SendGridProber(HTTPProber):
     """SendGrid: ``GET /v3/scopes`` with ``Authorization: Bearer <key>`` (SendGrid API reference,
     "API Key Permissions": "returns all the scopes assigned to the key you use to authenticate
-    with it"). The sender stage asks for the ``mail.send`` scope."""
+    with it"). The sender stage asks for the ``mail.send`` scope.
+    https://www.twilio.com/docs/sendgrid/api-reference/api-key-permissions/retrieve-a-list-of-scopes-for-which-this-user-has-access"""
 
     esp = "SendGrid"
 
@@ -240,7 +242,8 @@ class SendGridProber(HTTPProber):
 class SparkPostProber(HTTPProber):
     """SparkPost: ``GET /api/v1/account`` then ``GET /api/v1/sending-domains/<domain>`` with the
     bare key as ``Authorization`` and, for a sub-account, ``X-MSYS-SUBACCOUNT`` (SparkPost API
-    reference, "Account", "Sending Domains": ``results.status.ownership_verified``)."""
+    reference, "Account", "Sending Domains": ``results.status.ownership_verified``).
+    https://developers.sparkpost.com/api/sending-domains/"""
 
     esp = "SparkPost"
 

@@ -4,6 +4,8 @@
 whether the From domain -- or, failing that, the From address -- is verified for sending
 (Amazon SES API v2 reference: "GetAccount", "GetEmailIdentity": ``VerifiedForSendingStatus``,
 ``NotFoundException`` for an identity the account does not have).
+https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_GetAccount.html and
+https://docs.aws.amazon.com/ses/latest/APIReference-V2/API_GetEmailIdentity.html
 """
 
 from __future__ import annotations

@@ -112,6 +112,7 @@ class SMTPProber(Prober):
         assert smtp is not None
         address = self.target.from_email
         try:
+            smtp.ehlo_or_helo_if_needed()  # done by AUTH when there was one; MAIL needs it
             code, _reply = smtp.mail(address)
             if code == 250:
                 smtp.rset()
