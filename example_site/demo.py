@@ -7,7 +7,8 @@ inside that tenant's context, one per-send override, and one error mail raised d
 request (which must leave through the platform's SMTP relay, not acme's account), and queued mail:
 one request per tenant enqueues a message and a real ``db_worker`` delivers them. Then prints
 what the servers actually received and exits non-zero if any message arrived with a credential
-other than the one expected for it. umbrella (``seed.subaccount_seeds``) sends as a Mailgun
+other than the one expected for it; last, ``tenantmail_verify --all`` verifies every tenant (and
+fails the demo if one fails). umbrella (``seed.subaccount_seeds``) sends as a Mailgun
 subaccount with the platform's parent key: the table shows it masked plus the on-behalf-of id.
 stark is provisioned first (``tenantmail_provision stark --esp postmark``): the fake's Postmark
 account API creates its server, and stark sends with the server token it issued.
@@ -94,6 +95,7 @@ def main() -> int:
             rows = mailbox.rows(servers.received())
             status = _report(rows, expected)
             status |= _webhooks(servers, run)
+            status |= _verify()
     finally:
         fakes.stop()
     return status
@@ -120,6 +122,21 @@ def _webhooks(servers: DemoServers, run: str) -> int:
     from example_site import webhooks_demo
 
     return webhooks_demo.run(servers, run)
+
+
+def _verify() -> int:
+    """`manage.py tenantmail_verify --all`: every stage of every seeded tenant against the fakes
+    (no --send-to here, so no test message is added to the table above)."""
+    from django.core.management import CommandError, call_command
+
+    print("\n$ python manage.py tenantmail_verify --all --force")
+    try:
+        # --force: the demo may run again within TENANTMAIL["VERIFY_INTERVAL"].
+        call_command("tenantmail_verify", "--all", "--force")
+    except CommandError as error:
+        print(f"CommandError: {error}")
+        return 1
+    return 0
 
 
 def _queue_demo(servers: DemoServers, run: str) -> dict[str, Expected]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from django import forms
+from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
@@ -45,6 +46,7 @@ from .models import ENDPOINT_OPTIONS, SECRET_ENDPOINT_OPTIONS, TenantMailSource
 from .subaccounts import SUBACCOUNT_BACKENDS
 from .tenancy import ActiveTenant
 from .validation import check_defaults
+from .verification import admin as verification_admin
 from .webhooks.admin import describe_webhook_secrets
 
 if TYPE_CHECKING:
@@ -568,6 +570,8 @@ class TenantMailAdminMixin(_AdminBase):
     """Put before ``admin.ModelAdmin``: the tenant's mail settings as :class:`TenantMailForm`."""
 
     form = TenantMailForm
+    #: An admin that sets its own ``actions`` keeps this one by listing it too.
+    actions: Any = ("verify_mail_settings",)
 
     # Keys typed into the form must not reach an error report (DEBUG=False 500 mails, Sentry's
     # Django integration, ...): an exception while saving would otherwise quote the POST.
@@ -600,7 +604,27 @@ class TenantMailAdminMixin(_AdminBase):
         if request.method == "POST" and "mail_backend" in request.POST:
             # A re-rendered form (an error) opens the sections of the backend just chosen.
             backend = str(request.POST["mail_backend"])
-        return [*fieldsets, *tenantmail_fieldsets(backend)]
+        mail = tenantmail_fieldsets(backend)
+        if obj is not None and hasattr(obj, "mail_verified_at"):
+            heading, first = mail[0]  # "Mail account": the last verification's result
+            mail[0] = (heading, {**first, "description": verification_admin.status_html(obj)})
+        return [*fieldsets, *mail]
+
+    # -- verification (tenantmail.verification) ---------------------------------------------
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = tuple(super().get_list_display(request))
+        return (
+            shown if "mail_verification_status" in shown else (*shown, "mail_verification_status")
+        )
+
+    @admin.display(description=_("mail verification"))
+    def mail_verification_status(self, obj: Any) -> str:
+        return verification_admin.status_text(obj)
+
+    @admin.action(description=_("Verify mail settings"), permissions=["change"])
+    def verify_mail_settings(self, request: HttpRequest, queryset: Any) -> None:
+        verification_admin.verify_selected(request, queryset)
 
 
 def tenantmail_fieldsets(backend: str | None = None) -> list[tuple[Any, dict[str, Any]]]:

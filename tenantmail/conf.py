@@ -105,6 +105,8 @@ class TenantMailSettings:
     suppression: SuppressionMode = "off"
     #: Parent credentials for sub-account mode, by ESP (``TENANTMAIL["SUBACCOUNTS"]``).
     subaccounts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Seconds between two verifications of one tenant (tenantmail.verification); 0 = no limit.
+    verify_interval: float = 60.0
     #: django-tenants' own settings, read once here rather than on every send.
     public_schema_name: str = "public"
     tenant_db_alias: str = "default"
@@ -132,6 +134,7 @@ _KNOWN_KEYS = {
     "SUBACCOUNTS",
     # Parsed by tenantmail.provisioning.conf (read only when provisioning, never on a send).
     "PROVISIONING",
+    "VERIFY_INTERVAL",
 }
 
 
@@ -264,6 +267,12 @@ def _load(problems: list[TenantMailConfigurationError]) -> TenantMailSettings:
         ),
         subaccounts=parsed(
             lambda: parse_subaccounts(raw.get("SUBACCOUNTS", {})), dict(defaults.subaccounts)
+        ),
+        verify_interval=float(
+            parsed(
+                lambda: _number(raw, "VERIFY_INTERVAL", defaults.verify_interval, minimum=0),
+                defaults.verify_interval,
+            )
         ),
         public_schema_name=get_public_schema_name(),
         tenant_db_alias=get_tenant_database_alias(),

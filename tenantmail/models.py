@@ -128,6 +128,24 @@ class TenantMailMixin(models.Model):
         ),
     )
 
+    # Written by tenantmail.verification (never a secret: a stage name and a masked reason).
+    mail_verified_at = models.DateTimeField(
+        _("mail verified at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When the mail settings were last verified, whatever the result."),
+    )
+    mail_verification = models.JSONField(
+        _("mail verification"),
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "The last verification's result: ok, the first failing stage and a masked reason."
+        ),
+    )
+
     objects = TenantMailQuerySet.as_manager()
 
     class Meta:

@@ -47,7 +47,7 @@ from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses
 from pathlib import Path
-from typing import Any, NamedTuple, Self
+from typing import Any, Literal, NamedTuple, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiosmtpd.controller import Controller
@@ -839,6 +839,18 @@ class FakeESP(_Recorder):
 # --------------------------------------------------------------------- SMTP
 
 
+def _throwaway_tls() -> tuple[ssl.SSLContext, tempfile.TemporaryDirectory[str]]:
+    """A server context with a certificate for 127.0.0.1 from a new CA, and the CA's PEM file."""
+    import trustme  # only needed for TLS
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert(LOOPBACK, "localhost").configure_cert(context)
+    tmpdir = tempfile.TemporaryDirectory(prefix="fakesmtp-")
+    ca.cert_pem.write_to_path(Path(tmpdir.name) / "ca.pem")
+    return context, tmpdir
+
+
 def _free_port() -> int:
     # aiosmtpd's Controller needs a concrete port; asking the kernel for an
     # ephemeral one and releasing it is racy only against other processes.
@@ -895,6 +907,11 @@ class _CountingSMTP(SMTP):
 class _SMTPController(Controller):
     def __init__(self, owner: FakeSMTP, port: int) -> None:
         self.owner = owner
+        tls: dict[str, Any] = {}
+        if owner.tls == "implicit":
+            tls["ssl_context"] = owner._ssl
+        elif owner.tls == "starttls":
+            tls["tls_context"] = owner._ssl
         super().__init__(
             owner,
             hostname=LOOPBACK,
@@ -904,6 +921,7 @@ class _SMTPController(Controller):
             auth_require_tls=False,
             # aiosmtpd's own idle timeout: it closes the session without a word, as servers do.
             timeout=owner.idle_timeout if owner.idle_timeout is not None else 300,
+            **tls,
         )
 
     def factory(self) -> SMTP:
@@ -924,6 +942,10 @@ class FakeSMTP(_Recorder):
     ``n`` messages be received (and recorded: the server may have queued
     them) but the session dropped before the reply, so the client cannot
     know whether they were accepted.
+
+    ``tls="starttls"`` offers STARTTLS, ``tls="implicit"`` speaks TLS from the first byte
+    (port 465 style), both with a certificate for 127.0.0.1 from a throwaway CA whose PEM file
+    is ``ca_bundle_path``. ``refused_senders`` holds addresses MAIL FROM answers with ``550``.
     """
 
     host = LOOPBACK
@@ -934,11 +956,18 @@ class FakeSMTP(_Recorder):
         *,
         close_after_each: bool = False,
         idle_timeout: float | None = None,
+        tls: Literal["starttls", "implicit"] | None = None,
     ) -> None:
         super().__init__()
         self.users = None if users is None else dict(users)
         self.close_after_each = close_after_each
         self.idle_timeout = idle_timeout
+        self.tls = tls
+        self.refused_senders: set[str] = set()
+        self._ssl: ssl.SSLContext | None = None
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        #: PEM file of the throwaway CA while a ``tls=...`` server runs (e.g. for SSL_CERT_FILE).
+        self.ca_bundle_path: str | None = None
         self._hang_ups = 0
         self._goodbyes = 0
         self.port = 0
@@ -955,6 +984,9 @@ class FakeSMTP(_Recorder):
         if self._controller is not None:
             raise RuntimeError("FakeSMTP already started")
         self.port = _free_port()
+        if self.tls is not None and self._ssl is None:
+            self._ssl, self._tmpdir = _throwaway_tls()
+            self.ca_bundle_path = str(Path(self._tmpdir.name) / "ca.pem")
         self._awaiting_probe = True
         self._controller = _SMTPController(self, self.port)
         self._controller.start()
@@ -963,6 +995,9 @@ class FakeSMTP(_Recorder):
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir, self._ssl, self.ca_bundle_path = None, None, None
 
     def clear(self) -> None:
         """Also drops pending hang_up_after_data faults."""
@@ -990,6 +1025,8 @@ class FakeSMTP(_Recorder):
             goodbye, self._goodbyes = self._goodbyes > 0, max(self._goodbyes - 1, 0)
         if goodbye:
             return "421 4.3.2 Service shutting down, closing transmission channel"
+        if address in self.refused_senders:
+            return "550 5.7.1 Sender address rejected: not owned by this account"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -1037,3 +1074,5 @@ class FakeSMTP(_Recorder):
 
 # Extra endpoints (provisioning account APIs) register themselves with route() on import.
 from . import testing_provisioning  # noqa: E402, F401
+# Read-only account endpoints (verification) live in their own module; importing it registers them.
+from . import testing_accounts as _testing_accounts  # noqa: E402, F401
