@@ -1072,7 +1072,7 @@ class FakeSMTP(_Recorder):
         return "250 Message accepted for delivery"
 
 
-# Extra endpoints (provisioning account APIs) register themselves with route() on import.
-from . import testing_provisioning  # noqa: E402, F401
-# Read-only account endpoints (verification) live in their own module; importing it registers them.
+# Extra endpoints register themselves with route() on import: the account APIs provisioning
+# creates sub-accounts with, and the read-only ones verification probes.
 from . import testing_accounts as _testing_accounts  # noqa: E402, F401
+from . import testing_provisioning  # noqa: E402, F401
