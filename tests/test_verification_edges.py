@@ -57,10 +57,18 @@ def test_an_esp_without_a_read_only_check_gets_connect_and_its_test_message(
     assert statuses(report)["connect"] == "ok"
     assert statuses(report)["authenticate"] == "skipped"
     assert statuses(report)["sender"] == "skipped"
-    # The fake speaks no Brevo send API: the test message is where that shows, status only.
+    # With no read-only check, the test message is what proves the key works.
+    assert statuses(report)["test_message"] == "ok"
+    assert [(m.esp, m.credential, m.to) for m in fake_esp.messages] == [
+        ("brevo", "xkeysib-initech-555555555555", [STAFF])
+    ]
+    # ... and where a refused key shows: by status only, never the body.
+    fake_esp.fail_next(401, body='{"message": "key-canary-0452"}')
+    report = verify(tenants.initech, send_to=STAFF, force=True)
     assert failed_at(report, "test_message") == (
-        "initech: the test message was refused: Brevo answered 404"
+        "initech: the test message was refused: Brevo answered 401"
     )
+    assert "canary" not in report.line()
 
 
 def test_an_esp_error_on_the_account_call_is_reported_by_status(
