@@ -35,7 +35,7 @@ from .defaults import freeze
 from .exceptions import TenantMailConfigurationError
 from .fields import UndecryptableOptions
 from .isolation import ISOLATING_DEFAULTS as ISOLATING_DEFAULTS  # re-exported: moved there
-from .isolation import TENANT_SMTP_TIMEOUT, isolate
+from .isolation import isolate
 from .masking import SecretDict, masked
 from .models import TenantMailMixin, TenantMailSource
 from .subaccounts import SETTING as SUBACCOUNTS_SETTING
@@ -182,9 +182,8 @@ def _tenant_account(
         )
     # After the required check, so a null credential is reported as the missing credential.
     refuse_nulls(options, schema)
-    # The platform's default tenant timeout where the settings have one (TENANTMAIL["TIMEOUT"]).
-    timeout = getattr(s, "timeout", TENANT_SMTP_TIMEOUT)
-    return backend, isolate(backend, options, schema, timeout=timeout)
+    # The platform's default tenant timeout (TENANTMAIL["TIMEOUT"]) for a tenant that sets none.
+    return backend, isolate(backend, options, schema, timeout=s.timeout)
 
 
 class _Memo:
