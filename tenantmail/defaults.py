@@ -108,10 +108,10 @@ def _changes(
                 changes["esp_extra"] = {**_thaw(value), **(_current(message, "esp_extra") or {})}
         elif name in ("track_opens", "track_clicks") and _current(message, name) is None:
             changes[name] = value
-    metadata = {
-        **(_thaw(default_meta) if default_meta else {}),
-        **(_current(message, "metadata") or {}),
-    }
+    own = _current(message, "metadata")
+    metadata: dict[str, Any] = _thaw(default_meta) if default_meta else {}
+    if own:
+        metadata.update(own)
     if trace is not None:  # the trace always wins: events are routed back by it
         metadata[trace[0]] = trace[1]
     if metadata:

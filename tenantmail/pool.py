@@ -264,7 +264,8 @@ class ConnectionPool:
         """Return ``conn``; ``discard=True`` closes it instead (it raised mid-send, or is dead)."""
         to_close: list[Connection] = []
         with self._lock:
-            self._after_fork_check()
+            if _process_id != self._pid:
+                self._forget_inherited()
             if conn.pid != self._pid:
                 # Checked out before a fork, returned in the child: the parent owns the socket
                 # (and counted it); the child just lets go of it.
@@ -287,7 +288,11 @@ class ConnectionPool:
         if self._waiters and self._hand_over(conn):
             return
         conn.last_used = time.monotonic()
-        self._idle.setdefault(conn.key, []).append(conn)
+        stack = self._idle.get(conn.key)
+        if stack is None:  # not setdefault: that builds a list on every checkin
+            self._idle[conn.key] = [conn]
+        else:
+            stack.append(conn)
         self._lru[conn.serial] = conn
         # Over the bound (busy burst, or MAX_CONNECTIONS lowered): shed the oldest.
         while self._lru and self._in_use + len(self._lru) > self.max_connections:
@@ -345,8 +350,9 @@ class ConnectionPool:
             to_close.append(self._evict_oldest())
 
     def _expire(self, now: float, to_close: list[Connection]) -> None:
-        while self._lru:
-            conn = next(iter(self._lru.values()))
+        lru = self._lru
+        while lru:
+            conn = lru[next(iter(lru))]
             if now - conn.last_used < self.idle_timeout:
                 break
             del self._lru[conn.serial]
