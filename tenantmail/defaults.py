@@ -108,10 +108,9 @@ def _changes(
                 changes["esp_extra"] = {**_thaw(value), **(_current(message, "esp_extra") or {})}
         elif name in ("track_opens", "track_clicks") and _current(message, name) is None:
             changes[name] = value
-    own = _current(message, "metadata")
-    metadata: dict[str, Any] = _thaw(default_meta) if default_meta else {}
-    if own:
-        metadata.update(own)
+    own = _current(message, "metadata") or {}
+    # {**own}: a non-mapping raises TypeError (dict.update would take a list of pairs).
+    metadata: dict[str, Any] = {**_thaw(default_meta), **own} if default_meta else {**own}
     if trace is not None:  # the trace always wins: events are routed back by it
         metadata[trace[0]] = trace[1]
     if metadata:

@@ -184,7 +184,14 @@ class ConnectionPool:
                         self._forget_inherited()
                     if self._lru:
                         self._expire(time.monotonic(), to_close)
-                    conn = self._take_idle(key)
+                    stack = self._idle.get(key)
+                    if stack:  # an idle connection for this key: every warm send
+                        conn = stack.pop()  # most recently used: likeliest to still be alive
+                        if not stack:
+                            del self._idle[key]
+                        del self._lru[conn.serial]
+                    else:
+                        conn = None
                     if conn is None and self._in_use >= self.max_connections > 0:
                         conn = self._wait_for_checkin(key, to_close)
                     if conn is None:
@@ -322,16 +329,6 @@ class ConnectionPool:
         return Connection(key=key, backend=backend, generation=generation)
 
     # -- bookkeeping (call with the lock held) -----------------------------------------------
-
-    def _take_idle(self, key: Hashable) -> Connection | None:
-        stack = self._idle.get(key)
-        if not stack:
-            return None
-        conn = stack.pop()  # most recently used: likeliest to still be alive
-        if not stack:
-            del self._idle[key]
-        del self._lru[conn.serial]
-        return conn
 
     def _remove_idle(self, conn: Connection) -> None:
         stack = self._idle[conn.key]
