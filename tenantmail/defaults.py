@@ -27,7 +27,7 @@ from django.core.mail import EmailMessage
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from .conf import get_settings
+from .suppression import Kept
 
 if TYPE_CHECKING:
     from .config import MailConfig
@@ -79,7 +79,7 @@ def _forget_platform_from(*, setting: str, **kwargs: object) -> None:
 
 
 def _changes(
-    message: EmailMessage, defaults: Mapping[str, Any], tenant_meta: Mapping[str, str]
+    message: EmailMessage, defaults: Mapping[str, Any], trace: tuple[str, str] | None
 ) -> dict[str, object]:
     """The attributes to set on this message's copy; each value is a new object."""
     changes: dict[str, object] = {}
@@ -108,11 +108,11 @@ def _changes(
                 changes["esp_extra"] = {**_thaw(value), **(_current(message, "esp_extra") or {})}
         elif name in ("track_opens", "track_clicks") and _current(message, name) is None:
             changes[name] = value
-    metadata = {
-        **(_thaw(default_meta) if default_meta else {}),
-        **(_current(message, "metadata") or {}),
-    }
-    metadata.update(tenant_meta)  # the trace always wins: events are routed back by it
+    own = _current(message, "metadata") or {}
+    # {**own}: a non-mapping raises TypeError (dict.update would take a list of pairs).
+    metadata: dict[str, Any] = {**_thaw(default_meta), **own} if default_meta else {**own}
+    if trace is not None:  # the trace always wins: events are routed back by it
+        metadata[trace[0]] = trace[1]
     if metadata:
         changes["metadata"] = metadata
     return changes
@@ -150,16 +150,21 @@ def prepare(
 
     Returns the batch to hand to the inner backend, and what :func:`hand_back` needs. Everything
     that can fail (a message attribute of the wrong type, say) runs before anything is sent, and
-    none of it touches the caller's objects.
+    none of it touches the caller's objects. Recipients that suppression dropped
+    (:class:`~tenantmail.suppression.Kept`) are left out of the copies, never out of the
+    caller's messages.
     """
-    if config.tenant is None:
+    kept = messages.recipients if isinstance(messages, Kept) else None
+    tenant = config.tenant
+    if tenant is None and not kept:
         return list(messages), []
-    key = get_settings().metadata_key
-    tenant_meta = {key: config.tenant} if key else {}
+    defaults, trace = config.defaults, config.trace
     outgoing: list[EmailMessage] = []
     copied: list[Copied] = []
     for message in messages:
-        changes = _changes(message, config.defaults, tenant_meta)
+        changes = _changes(message, defaults, trace) if tenant is not None else {}
+        if kept:
+            changes.update(kept.get(id(message), ()))
         if changes:
             clone = _copy(message, changes)
             copied.append((message, clone, changes))

@@ -29,10 +29,6 @@ SMTP_BACKEND: Final = "django.core.mail.backends.smtp.EmailBackend"
 SES_BACKEND: Final = "anymail.backends.amazon_ses.EmailBackend"
 MAILGUN_BACKEND: Final = "anymail.backends.mailgun.EmailBackend"
 
-#: A tenant SMTP connection's timeout (seconds) when the tenant sets none and the settings name no
-#: platform default: never EMAIL_TIMEOUT.
-TENANT_SMTP_TIMEOUT: Final = 30.0
-
 #: Options filled in for tenant configs when absent, so a backend cannot fall back to the
 #: platform's settings. SMTP's ``port`` and ``timeout`` are filled by :func:`isolate` too.
 ISOLATING_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -108,11 +104,13 @@ def isolate(
     options: Mapping[str, Any],
     schema: str,
     *,
-    timeout: float = TENANT_SMTP_TIMEOUT,
+    timeout: float,
 ) -> dict[str, Any]:
     """``options`` with every platform-falling-back gap filled; SES credentials checked.
 
-    ``timeout`` is the SMTP timeout for a tenant that sets none (the platform's tenant default).
+    ``timeout`` is the SMTP timeout for a tenant that sets none: ``TENANTMAIL["TIMEOUT"]``,
+    required (no default of its own here, so there is one tenant default, documented, and never
+    ``EMAIL_TIMEOUT``).
     """
     base = isolation_base(backend)
     if base is None:

@@ -178,22 +178,34 @@ class ConnectionPool:
         """An open connection for ``key``: an idle one if any, else a new one from ``factory``."""
         while True:
             to_close: list[Connection] = []
-            with self._lock:
-                self._after_fork_check()
-                self._expire(time.monotonic(), to_close)
-                conn = self._take_idle(key)
-                if conn is None and self._in_use >= self.max_connections > 0:
-                    conn = self._wait_for_checkin(key)
-                if conn is None:
-                    self._counts["misses"] += 1
-                    self._make_room(to_close)
-                    if self._in_use + len(self._lru) >= self.max_connections:
-                        self._counts["overflow"] += 1
-                    generation = self._generation
-                else:
-                    self._counts["hits"] += 1
-                self._in_use += 1
-            self._close_all(to_close)
+            try:
+                with self._lock:
+                    if _process_id != self._pid:
+                        self._forget_inherited()
+                    if self._lru:
+                        self._expire(time.monotonic(), to_close)
+                    stack = self._idle.get(key)
+                    if stack:  # an idle connection for this key: every warm send
+                        conn = stack.pop()  # most recently used: likeliest to still be alive
+                        if not stack:
+                            del self._idle[key]
+                        del self._lru[conn.serial]
+                    else:
+                        conn = None
+                    if conn is None and self._in_use >= self.max_connections > 0:
+                        conn = self._wait_for_checkin(key, to_close)
+                    if conn is None:
+                        self._counts["misses"] += 1
+                        self._make_room(to_close)
+                        if self._in_use + len(self._lru) >= self.max_connections:
+                            self._counts["overflow"] += 1
+                        generation = self._generation
+                    else:
+                        self._counts["hits"] += 1
+                    self._in_use += 1
+            finally:  # also when the wait was interrupted: what it expired or evicted is closed
+                if to_close:
+                    self._close_all(to_close)
             if conn is None:
                 return self._open(key, factory, generation)
             if conn.clients == client_classes() and _still_usable(
@@ -205,7 +217,7 @@ class ConnectionPool:
                 # Not a hit after all: the retry counts as the miss it is.
                 self._counts["hits"] -= 1
 
-    def _wait_for_checkin(self, key: Hashable) -> Connection | None:
+    def _wait_for_checkin(self, key: Hashable, to_close: list[Connection]) -> Connection | None:
         """Every connection is busy: wait (lock held) for one of ours to be handed over.
 
         A checkin hands its connection straight to the oldest waiter for that key, so arrivals
@@ -225,8 +237,18 @@ class ConnectionPool:
                 if self._in_use < self.max_connections or remaining <= 0:
                     return None
                 waiter.wakeup.wait(remaining)
+        except BaseException:
+            # Interrupted (a signal handler's exception, KeyboardInterrupt) after a checkin
+            # handed us a connection: nobody will ever check it in, so put it back now. The
+            # lock is held again here: Condition.wait re-acquires it on its way out.
+            self._waiters.remove(waiter)  # first: the connection must not come back to us
+            if waiter.conn is not None:
+                conn, waiter.conn = waiter.conn, None
+                self._release(conn, to_close)
+            raise
         finally:
-            self._waiters.remove(waiter)
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
 
     def _hand_over(self, conn: Connection) -> bool:
         """Give a checked-in connection to the oldest waiter for its key (lock held)."""
@@ -249,28 +271,41 @@ class ConnectionPool:
         """Return ``conn``; ``discard=True`` closes it instead (it raised mid-send, or is dead)."""
         to_close: list[Connection] = []
         with self._lock:
-            self._after_fork_check()
+            if _process_id != self._pid:
+                self._forget_inherited()
             if conn.pid != self._pid:
                 # Checked out before a fork, returned in the child: the parent owns the socket
                 # (and counted it); the child just lets go of it.
                 return
-            self._in_use -= 1
-            if discard or conn.generation != self._generation:
-                if discard:
-                    self._counts["discarded"] += 1
-                to_close.append(conn)
-                if self._waiters:
-                    self._wake_one()
-            elif not (self._waiters and self._hand_over(conn)):
-                conn.last_used = time.monotonic()
-                self._idle.setdefault(conn.key, []).append(conn)
-                self._lru[conn.serial] = conn
-                # Over the bound (busy burst, or MAX_CONNECTIONS lowered): shed the oldest.
-                while self._lru and self._in_use + len(self._lru) > self.max_connections:
-                    to_close.append(self._evict_oldest())
-                if self._waiters:
-                    self._wake_one()  # waiting for another key: it may evict this one now
+            self._release(conn, to_close, discard=discard)
         self._close_all(to_close)
+
+    def _release(
+        self, conn: Connection, to_close: list[Connection], *, discard: bool = False
+    ) -> None:
+        """``conn`` (counted in use) is free again: to a waiter, idle, or to close (lock held)."""
+        self._in_use -= 1
+        if discard or conn.generation != self._generation:
+            if discard:
+                self._counts["discarded"] += 1
+            to_close.append(conn)
+            if self._waiters:
+                self._wake_one()
+            return
+        if self._waiters and self._hand_over(conn):
+            return
+        conn.last_used = time.monotonic()
+        stack = self._idle.get(conn.key)
+        if stack is None:  # not setdefault: that builds a list on every checkin
+            self._idle[conn.key] = [conn]
+        else:
+            stack.append(conn)
+        self._lru[conn.serial] = conn
+        # Over the bound (busy burst, or MAX_CONNECTIONS lowered): shed the oldest.
+        while self._lru and self._in_use + len(self._lru) > self.max_connections:
+            to_close.append(self._evict_oldest())
+        if self._waiters:
+            self._wake_one()  # waiting for another key: it may evict this one now
 
     def _open(
         self, key: Hashable, factory: Callable[[], BaseEmailBackend], generation: int
@@ -295,16 +330,6 @@ class ConnectionPool:
 
     # -- bookkeeping (call with the lock held) -----------------------------------------------
 
-    def _take_idle(self, key: Hashable) -> Connection | None:
-        stack = self._idle.get(key)
-        if not stack:
-            return None
-        conn = stack.pop()  # most recently used: likeliest to still be alive
-        if not stack:
-            del self._idle[key]
-        del self._lru[conn.serial]
-        return conn
-
     def _remove_idle(self, conn: Connection) -> None:
         stack = self._idle[conn.key]
         stack.remove(conn)
@@ -322,8 +347,9 @@ class ConnectionPool:
             to_close.append(self._evict_oldest())
 
     def _expire(self, now: float, to_close: list[Connection]) -> None:
-        while self._lru:
-            conn = next(iter(self._lru.values()))
+        lru = self._lru
+        while lru:
+            conn = lru[next(iter(lru))]
             if now - conn.last_used < self.idle_timeout:
                 break
             del self._lru[conn.serial]

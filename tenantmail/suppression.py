@@ -4,9 +4,11 @@ Hard bounces, complaints and unsubscribes add the recipient to *that tenant's* l
 (:class:`tenantmail.models.Suppression`, public schema). ``TENANTMAIL["SUPPRESSION"]``:
 
 - ``"off"`` (default): recorded only; sending is unchanged and costs one cached settings read;
-- ``"drop"``: suppressed recipients are removed from each message (recorded on the message as
-  ``tenantmail_suppressed``, signalled by ``tenantmail.signals.suppressed``); a message left
-  without recipients is not sent and not counted;
+- ``"drop"``: suppressed recipients are left out of what is sent (listed on the caller's message
+  as ``tenantmail_suppressed``, signalled by ``tenantmail.signals.suppressed``); the caller's
+  ``to``/``cc``/``bcc`` are not changed: the copy the send path makes (:mod:`tenantmail.defaults`)
+  carries the remaining recipients. A message left without recipients is not sent and not
+  counted, and a batch left empty opens no connection;
 - ``"raise"``: the batch is refused with :class:`SuppressedRecipientError`.
 """
 
@@ -37,6 +39,20 @@ SUPPRESSING_EVENTS = {
 }
 
 _RECIPIENT_FIELDS = ("to", "cc", "bcc")
+
+
+class Kept(list[EmailMessage]):
+    """The caller's messages still to send, with the recipients each keeps ("drop" mode).
+
+    ``recipients`` maps ``id(message)`` to the ``to``/``cc``/``bcc`` lists to send it with;
+    :func:`tenantmail.defaults.prepare` sets them on the message's copy.
+    """
+
+    def __init__(
+        self, messages: Iterable[EmailMessage], recipients: dict[int, dict[str, list[str]]]
+    ) -> None:
+        super().__init__(messages)
+        self.recipients = recipients
 
 
 class SuppressedRecipientError(TenantMailError):
@@ -151,16 +167,21 @@ def _enforce(
         return messages
     if mode == "raise":
         raise SuppressedRecipientError(_schema(tenant), sorted(blocked))
-    kept = []
+    kept: list[EmailMessage] = []
+    recipients: dict[int, dict[str, list[str]]] = {}
     for message in messages:
         dropped: list[str] = []
+        remaining: dict[str, list[str]] = {}
+        left = False
         for field in _RECIPIENT_FIELDS:
             current = list(getattr(message, field, None) or ())
-            remaining = [a for a in current if normalize(a) not in blocked]
-            if len(remaining) != len(current):
+            keep = [a for a in current if normalize(a) not in blocked]
+            if len(keep) != len(current):
                 dropped += [a for a in current if normalize(a) in blocked]
-                setattr(message, field, remaining)
+                remaining[field] = keep  # a new list, set on the copy only
+            left = left or any(keep)
         if dropped:
+            # A report, like anymail_status: the caller's recipients themselves stay as they were.
             message.tenantmail_suppressed = dropped  # type: ignore[attr-defined]
             logger.info(
                 "tenantmail: tenant %r: not sending to %d suppressed recipient(s)",
@@ -170,9 +191,10 @@ def _enforce(
             signals.suppressed.send(
                 sender=_backend_class(), tenant=tenant, message=message, recipients=dropped
             )
-        if message.recipients():
+            recipients[id(message)] = remaining
+        if left:
             kept.append(message)
-    return kept
+    return Kept(kept, recipients)
 
 
 def _backend_class() -> type:

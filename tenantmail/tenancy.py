@@ -133,6 +133,9 @@ class TenantCache:
         self._lock = threading.Lock()
 
 
+#: ``ActiveTenant(a, b)`` runs the named tuple's Python-level ``__new__``; this does not.
+_new_active = tuple.__new__
+
 tenant_cache = TenantCache()
 os.register_at_fork(after_in_child=lambda: tenant_cache._after_fork_in_child())
 
@@ -171,6 +174,16 @@ def current_tenant(explicit: TenantLike = None) -> ActiveTenant | None:
 def _activate(candidate: object) -> ActiveTenant | None:
     if candidate is None:
         return None
+    if isinstance(candidate, models.Model):
+        # The warm path (a request's tenant instance): no Model.pk property, no NamedTuple
+        # __new__ -- each costs more than the rest of this function.
+        fields = vars(candidate)
+        name = fields.get("schema_name")
+        pk = candidate._meta.pk
+        if isinstance(name, str) and pk is not None and fields.get(pk.attname) is not None:
+            if name == get_settings().public_schema_name:
+                return None
+            return _new_active(ActiveTenant, (name, candidate))
     if isinstance(candidate, str):
         schema_name, instance = candidate, None
     else:

@@ -151,3 +151,34 @@ def test_a_message_that_breaks_the_defaults_returns_its_connection(
         mailer(tenant=acme).send_messages([broken])
     assert pool_module.stats().in_use == 0
     assert fake_esp.messages == []
+
+
+class _EqualityRaises(dict[str, Any]):
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no comparing me")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_the_warm_path_resolves_an_option_that_cannot_be_compared(
+    tenants: Tenants, fake_esp: FakeESP
+) -> None:
+    acme = tenants.acme
+    assert mailer(tenant=acme).resolve().options["api_key"] == ACME_KEY  # memoized
+    acme.mail_options = _EqualityRaises(acme.mail_options)
+    # The memo cannot compare it: resolved (and validated) again, not served from the memo.
+    assert mailer(tenant=acme).resolve().options["api_key"] == ACME_KEY
+
+
+def test_the_warm_path_loads_a_deferred_mail_field(tenants: Tenants, fake_esp: FakeESP) -> None:
+    assert mailer(tenant=tenants.acme).resolve().options["api_key"] == ACME_KEY  # memoized
+    deferred = type(tenants.acme).objects.defer("mail_options").get(pk=tenants.acme.pk)
+    assert "mail_options" not in vars(deferred)
+    assert mailer(tenant=deferred).resolve().options["api_key"] == ACME_KEY
+
+
+def test_a_model_instance_without_a_schema_name_is_refused(tenants: Tenants) -> None:
+    odd = type(tenants.acme)(pk=tenants.acme.pk)
+    odd.schema_name = None
+    with pytest.raises(TenantMailConfigurationError, match="schema name"):
+        mailer(tenant=odd).resolve()

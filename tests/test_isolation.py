@@ -22,7 +22,7 @@ from tenantmail import mailer
 from tenantmail.conf import get_settings
 from tenantmail.exceptions import TenantMailConfigurationError
 from tenantmail.factory import build_backend
-from tenantmail.isolation import TENANT_SMTP_TIMEOUT
+from tenantmail.isolation import SMTP_BACKEND, isolate
 from tenantmail.testing import FakeESP, FakeSMTP
 from tests.conftest import HOOLI_PASSWORD, HOOLI_USER, Tenants, acme_options, hooli_options
 from tests.tenants_app.models import Client
@@ -137,7 +137,7 @@ def test_a_tenant_smtp_backend_is_built_from_the_tenants_options_only(
     assert backend.use_tls is bool(tls.get("use_tls"))
     assert backend.use_ssl is bool(tls.get("use_ssl"))
     # Never EMAIL_TIMEOUT (nor unbounded): the platform's tenant default.
-    assert backend.timeout == getattr(get_settings(), "timeout", TENANT_SMTP_TIMEOUT)
+    assert backend.timeout == get_settings().timeout
     assert not backend.ssl_certfile
     assert not backend.ssl_keyfile
     # With the platform's (missing) certificate this would raise FileNotFoundError.
@@ -404,3 +404,12 @@ def test_objects_of_the_platforms_esp_account_are_not_inherited(
     acme = set_mail(tenants.acme, mail_backend=backend, mail_options=options)
     built: Any = build_backend(mailer(tenant=acme).resolve())
     assert getattr(built, attribute) is None
+
+
+def test_isolate_has_no_smtp_timeout_of_its_own() -> None:
+    # Regression: isolate() fell back to a hidden 30 s (TENANT_SMTP_TIMEOUT) that no setting or
+    # document named; the only tenant default is TENANTMAIL["TIMEOUT"], which callers must pass.
+    with pytest.raises(TypeError, match="timeout"):
+        isolate(SMTP_BACKEND, {"host": "mail.hooli.example"}, "hooli")  # type: ignore[call-arg]
+    options = isolate(SMTP_BACKEND, {"host": "mail.hooli.example"}, "hooli", timeout=7.0)
+    assert options["timeout"] == 7.0

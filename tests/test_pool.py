@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
@@ -819,6 +820,46 @@ def test_a_checkout_that_waited_in_vain_overflows() -> None:
     assert pool.stats() == expected(misses=2, opened=2, overflow=1, in_use=2)
     pool.checkin(extra)
     pool.checkin(held)
+
+
+class Interrupted(BaseException):
+    """What a signal handler raises in the waiting thread (like KeyboardInterrupt)."""
+
+
+def test_a_wait_interrupted_after_the_handover_puts_the_connection_back() -> None:
+    # Regression: a checkin handed the connection to the waiter, then the waiter's wait was
+    # interrupted; the connection was never seen again and in_use stayed at 1 forever.
+    pool = ConnectionPool(max_connections=1, idle_timeout=60.0, checkout_wait=30.0)
+    make = Factory("a")
+    held = pool.checkout("a", make)
+
+    def handler(signum: int, frame: Any) -> None:
+        # Runs in the waiting (main) thread, inside Condition.wait, with the pool lock released:
+        # the checkin hands `held` over to this very waiter, then the wait is interrupted.
+        pool.checkin(held)
+        raise Interrupted
+
+    def interrupt_once_waiting() -> None:
+        wait_until(lambda: len(pool._waiters) == 1)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    interrupter = threading.Thread(target=interrupt_once_waiting)
+    try:
+        interrupter.start()
+        with pytest.raises(Interrupted):
+            pool.checkout("a", make)
+    finally:
+        interrupter.join()
+        signal.signal(signal.SIGUSR1, previous)
+
+    assert pool._waiters == deque()
+    assert pool.stats() == expected(misses=1, opened=1, idle=1)
+    again = pool.checkout("a", make)  # the same connection, not lost: reused, nothing opened
+    assert again is held
+    assert len(make.made) == 1
+    pool.checkin(again)
+    assert pool.stats() == expected(hits=1, misses=1, opened=1, idle=1)
 
 
 def test_max_connections_1_with_concurrent_tenant_sends_opens_one_http_connection(
