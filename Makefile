@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 DJANGO_MATRIX := 5.2 6.0
 EXTRAS := mailgun,postmark,sendgrid,amazon-ses,brevo,resend,queue
 
-.PHONY: help install lint typecheck pytest matrix test test-fast test-slow demo serve chromium bench clean
+.PHONY: help install lint typecheck pytest matrix test test-fast test-slow demo serve chromium redis bench clean
 
 help:
 	@echo "make demo   - four tenants send through their own credentials to loopback fake servers"
@@ -53,7 +53,11 @@ matrix: $(foreach v,$(DJANGO_MATRIX),$(VENV)-django$(v)/.installed)
 	  $(VENV)-django$$v/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
 	done
 
-test: chromium lint typecheck pytest matrix
+test: chromium redis lint typecheck pytest matrix
+
+# The Redis rate-limit test's redis-server (Debian's), installed when root with apt; else it skips.
+redis:
+	@bash scripts/ensure-redis.sh
 
 # The browser test's headless Chromium (Debian's), installed when root with apt; else it skips.
 chromium:
