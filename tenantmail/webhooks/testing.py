@@ -361,6 +361,13 @@ def ses_post(
         }
     elif event == "Delivery":
         ses_event["delivery"] = {"recipients": [recipient], "smtpResponse": "250 OK"}
+    return sns_notification(sns, credential, ses_event, topic_arn)
+
+
+def sns_notification(
+    sns: FakeSNS | None, credential: str | None, ses_event: Mapping[str, Any], topic_arn: str
+) -> Post:
+    """An SES event in an SNS ``Notification``, signed by ``sns`` (if given), as SNS posts it."""
     sns_id = f"sns-{secrets.token_hex(8)}"
     message: dict[str, Any] = {
         "Type": "Notification",

@@ -23,7 +23,7 @@ from email.message import Message
 from typing import Any
 
 from ..testing import FakeESP, _json_reply, _Reply, route
-from .testing import FakeSNS, Post, basic_auth
+from .testing import FakeSNS, Post, basic_auth, sns_notification
 
 #: ``(esp, credential)`` of every content download the fake ESP answered.
 downloads: list[tuple[str, str]] = []
@@ -161,17 +161,4 @@ def ses_inbound_post(
         ses_event["content"] = base64.b64encode(mime.encode()).decode()
     else:
         receipt["action"] = {"type": "S3", "bucketName": bucket, "objectKey": key}
-    sns_id = f"sns-{secrets.token_hex(8)}"
-    message: dict[str, Any] = {
-        "Type": "Notification",
-        "MessageId": sns_id,
-        "TopicArn": topic_arn,
-        "Message": json.dumps(ses_event),
-        "Timestamp": "2026-01-01T10:00:01.000Z",
-    }
-    if sns is not None:
-        message = sns.sign(message)
-    headers = {"HTTP_X_AMZ_SNS_MESSAGE_TYPE": "Notification", "HTTP_X_AMZ_SNS_MESSAGE_ID": sns_id}
-    if credential:
-        headers.update(basic_auth(credential))
-    return json.dumps(message).encode(), "text/plain; charset=UTF-8", headers
+    return sns_notification(sns, credential, ses_event, topic_arn)
