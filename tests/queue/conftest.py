@@ -146,10 +146,10 @@ def _fresh_process_state() -> Iterator[None]:
 
 
 def deliveries() -> Any:
-    """The delivery tasks (not the recovery watchdogs) in the task table."""
+    """The drain tasks (not the recovery watchdogs) in the task table."""
     from django_tasks_db.models import DBTaskResult
 
-    return DBTaskResult.objects.filter(task_path="tenantmail.queue.tasks.deliver_outbox")
+    return DBTaskResult.objects.filter(task_path="tenantmail.queue.tasks.drain_outbox")
 
 
 @pytest.fixture
