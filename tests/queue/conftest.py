@@ -64,11 +64,12 @@ def committed[T](fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def _delete_queue_rows() -> None:
     from django_tasks_db.models import DBTaskResult
 
-    from tenantmail.models import SendRate
+    from tenantmail.models import DrainSlot, SendRate
 
     OutboxMessage.objects.all().delete()
     DBTaskResult.objects.all().delete()
     SendRate.objects.all().delete()
+    DrainSlot.objects.all().delete()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
