@@ -1,16 +1,16 @@
 """Bring back what a dead worker left behind; idempotent and safe to run from many places.
 
-Stale rows: ``sending`` with an expired lease (the worker died mid-send), and ``queued`` rows
-whose task was lost. With django-tasks-db a lost task is known exactly: a delivery task still
-``RUNNING`` a lease after it started, on a row never claimed (the worker died between taking the
-task and claiming the row); such task rows are marked failed, so they don't stay RUNNING
+Stale rows: ``sending`` with an expired lease (the worker died mid-batch), and ``queued`` rows
+whose drain was lost. With django-tasks-db a lost task is known exactly: a task still
+``RUNNING`` a lease after it started (a drain, or a one-row delivery of an earlier version
+whose row was never claimed); such task rows are marked failed, so they don't stay RUNNING
 forever. With any backend, a ``queued`` row overdue by more than ``REQUEUE_AFTER_SECONDS``
-whose task was enqueued as long ago is presumed lost too (a long threshold, because a row merely
-waiting behind a big backlog looks the same; re-enqueueing it only adds a no-op task). All get a
-fresh task; the claim makes any duplicate task a no-op. A row that exhausted ``MAX_ATTEMPTS`` by
-dying mid-send every time (a poison message) is failed instead.
+whose task was enqueued as long ago is presumed lost too. Drain slots pending for longer than a
+lease are freed (their task was lost, see :mod:`.slots`). Whenever anything was found, or due
+rows have waited longer than a lease, a drain is kicked (one more is harmless: the claim makes
+it a no-op). A row that exhausted ``MAX_ATTEMPTS`` by dying mid-send every time (a poison
+message) is failed instead.
 """
-
 from __future__ import annotations
 
 import datetime

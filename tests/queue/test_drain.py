@@ -203,3 +203,120 @@ def test_an_enqueue_while_a_drain_finishes_is_not_lost(
     )
     assert sorted(Counter(m.subject for m in fake_esp.messages).values()) == [1] * 80
     assert deliveries().count() < 80  # coalesced: fewer tasks than messages
+
+
+def test_a_batch_defers_a_rate_limited_tenants_rows_once_and_sends_the_others(
+    clean: Any, fake_esp: FakeESP, settings: Any
+) -> None:
+    queue = {**FAST_QUEUE, "RATE_LIMIT": 2, "TENANT_RATE_LIMITS": {"globex": None}}
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": queue}
+    committed(enqueue_many, _messages("a", 6), tenant="acme")
+    committed(enqueue_many, _messages("g", 2), tenant="globex")
+    assert committed(drain) == 8
+    rows = OutboxMessage.objects.all()
+    assert Counter((r.tenant_schema, r.status, r.attempts) for r in rows) == {
+        ("acme", Status.SENT, 1): 2,  # a burst of one second's worth
+        ("acme", Status.QUEUED, 0): 4,  # put back, no attempt counted
+        ("globex", Status.SENT, 1): 2,
+    }
+    waiting = [r.next_attempt_at for r in rows if r.status == Status.QUEUED]
+    # One delayed drain (per second of deferrals), at or after every deferred row is due.
+    delayed = [t.run_after for t in deliveries().filter(args_kwargs__args=[None])]
+    assert 1 <= len(delayed) <= 2
+    assert max(delayed) >= max(waiting)
+
+
+def test_a_batch_retries_a_failed_send_and_records_the_rest_as_sent(
+    clean: Any, fake_esp: FakeESP, settings: Any
+) -> None:
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": {**FAST_QUEUE, "THREADS": 1}}
+    committed(enqueue_many, _messages("f", 3), tenant="acme")
+    fake_esp.fail_next(500)
+    assert committed(drain) == 3
+    statuses = Counter(OutboxMessage.objects.values_list("status", flat=True))
+    assert statuses == {Status.SENT: 2, Status.QUEUED: 1}
+    retry = OutboxMessage.objects.get(status=Status.QUEUED)
+    assert "500" in retry.last_error
+    (delayed,) = deliveries().filter(args_kwargs__args=[None])  # beside the slot's drain
+    assert delayed.run_after >= retry.next_attempt_at
+
+
+def test_a_limiter_error_in_a_batch_is_recorded_and_retried(
+    clean: Any, fake_esp: FakeESP, settings: Any
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    queue = {**FAST_QUEUE, "RATE_LIMIT": 5, "RATE_LIMIT_STORAGE": f"redis://127.0.0.1:{port}"}
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": queue}
+    committed(enqueue_many, _messages("l", 2), tenant="acme")
+    assert committed(drain) == 2
+    rows = OutboxMessage.objects.all()
+    assert {(r.status, r.attempts) for r in rows} == {(Status.QUEUED, 1)}
+    assert all("ConnectionError" in r.last_error for r in rows)
+    assert fake_esp.messages == []
+
+
+def test_a_future_run_after_gets_a_delayed_drain_and_a_past_one_a_slot(
+    clean: Any, settings: Any
+) -> None:
+    later = timezone.now() + timezone.timedelta(minutes=5)
+    committed(enqueue_many, _messages("d", 2), tenant="acme", run_after=later)
+    (delayed,) = deliveries()
+    assert (delayed.args_kwargs["args"], delayed.run_after) == ([None], later)
+    committed(enqueue_many, _messages("p", 1), tenant="acme", run_after=timezone.now())
+    assert sorted(map(str, deliveries().values_list("args_kwargs__args", flat=True))) == [
+        "[0]",
+        "[None]",
+    ]
+
+
+def test_a_failed_kick_is_logged_and_the_row_stays_queued(
+    clean: Any, settings: Any, caplog: Any
+) -> None:
+    settings.TENANTMAIL = {
+        **settings.TENANTMAIL,
+        "QUEUE": {**FAST_QUEUE, "TASK_BACKEND": "no-such-backend"},
+    }
+    (row,) = committed(enqueue_many, _messages("k", 1), tenant="acme")
+    assert "could not enqueue the drain task" in caplog.text
+    assert OutboxMessage.objects.get(pk=row.pk).status == Status.QUEUED
+    assert not DrainSlot.objects.filter(pending=True).exists()  # the flip was rolled back
+
+
+def test_recovery_closes_a_dead_drain_frees_its_slot_and_kicks_a_new_one(
+    clean: Any, settings: Any
+) -> None:
+    from tenantmail.queue.recovery import recover_stale
+
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": {**FAST_QUEUE, "CONCURRENCY": 1}}
+    committed(enqueue_many, _messages("z", 1), tenant="acme")
+    # A db_worker took the drain (RUNNING) and died; its slot was pending since long ago.
+    started = timezone.now() - timezone.timedelta(seconds=10)
+    committed(lambda: deliveries().update(status="RUNNING", started_at=started))
+    committed(lambda: DrainSlot.objects.update(pending_since=started))
+    (dead,) = deliveries()
+    assert committed(recover_stale) == 0  # no row to requeue, but a drain to kick
+    dead.refresh_from_db()
+    assert dead.status == "FAILED"
+    fresh = deliveries().exclude(pk=dead.pk).get()
+    assert fresh.args_kwargs["args"] == [0]
+    assert DrainSlot.objects.get().pending
+
+
+def test_recovery_adds_a_slotless_drain_when_every_slot_is_pending(
+    clean: Any, settings: Any
+) -> None:
+    from tenantmail.queue.recovery import recover_stale
+
+    settings.TENANTMAIL = {**settings.TENANTMAIL, "QUEUE": {**FAST_QUEUE, "CONCURRENCY": 1}}
+    committed(enqueue_many, _messages("w", 1), tenant="acme")
+    past = timezone.now() - timezone.timedelta(seconds=10)
+    committed(lambda: OutboxMessage.objects.update(next_attempt_at=past))  # > a lease
+    assert committed(recover_stale) == 0
+    assert sorted(map(str, deliveries().values_list("args_kwargs__args", flat=True))) == [
+        "[0]",
+        "[None]",
+    ]
