@@ -11,6 +11,7 @@ rows have waited longer than a lease, a drain is kicked (one more is harmless: t
 it a no-op). A row that exhausted ``MAX_ATTEMPTS`` by dying mid-send every time (a poison
 message) is failed instead.
 """
+
 from __future__ import annotations
 
 import datetime
