@@ -152,7 +152,7 @@ def enqueue(
 ) -> OutboxMessage:
     """Queue one message for the tenant active now (or ``tenant=``); returns the stored row.
 
-    Inside a transaction the delivery task is enqueued when it commits (a rollback sends
+    Inside a transaction the drain is kicked when it commits (a rollback sends
     nothing). ``run_after`` (an aware datetime) delays delivery.
     """
     return enqueue_many(
