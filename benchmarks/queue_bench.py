@@ -130,11 +130,12 @@ def _reset() -> None:
     from django_tasks_db.models import DBTaskResult
     from post_office.models import Email  # type: ignore[import-untyped]
 
-    from tenantmail.models import OutboxMessage, SendRate
+    from tenantmail.models import DrainSlot, OutboxMessage, SendRate
 
     OutboxMessage.objects.all().delete()
     DBTaskResult.objects.all().delete()
     SendRate.objects.all().delete()
+    DrainSlot.objects.all().delete()  # pending flags of the task rows just deleted
     Email.objects.all().delete()  # its Log rows go with it
 
 

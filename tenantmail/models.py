@@ -366,6 +366,8 @@ class OutboxMessage(models.Model):
                 fields=["tenant_schema", "status", "priority"], name="tenantmail_outbox_level"
             ),
             models.Index(fields=["created_at"], name="tenantmail_outbox_created"),
+            # The batch claim's order (fairness level first, then age) among queued rows.
+            models.Index(fields=["status", "-priority", "id"], name="tenantmail_outbox_claim"),
         )
 
     def __str__(self) -> str:
@@ -388,3 +390,29 @@ class SendRate(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class DrainSlot(models.Model):
+    """A "drain task pending" flag of the queue (``tenantmail.queue.slots``).
+
+    ``CONCURRENCY`` rows per task queue: an enqueue flips one free slot to pending and enqueues
+    one drain task for it, instead of one task per message; the task frees its slot when it
+    starts, then sends until no message is due.
+    """
+
+    queue_name = models.CharField(max_length=100)
+    slot = models.PositiveSmallIntegerField()
+    pending = models.BooleanField(default=False)
+    pending_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("drain slot")
+        verbose_name_plural = _("drain slots")
+        constraints = (
+            models.UniqueConstraint(
+                fields=["queue_name", "slot"], name="tenantmail_drainslot_unique"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.queue_name}#{self.slot}{' (pending)' if self.pending else ''}"

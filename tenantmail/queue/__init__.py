@@ -1,9 +1,10 @@
 """Queued sending: the tenant survives the queue, nothing is lost, credentials never travel.
 
-Owns ``QueuedBackend`` and ``enqueue()`` (store the message in ``OutboxMessage`` and enqueue a
-``django.tasks`` task with its id, on commit), the task and the worker side (row claiming with
-``SELECT … FOR UPDATE SKIP LOCKED`` and a lease, retries with backoff, recovery of rows a dead
-worker left behind), fairness between tenants and per-tenant rate limits.
+Owns ``QueuedBackend`` and ``enqueue()`` (store the message in ``OutboxMessage`` and, on commit,
+make sure a ``django.tasks`` drain task will run: :mod:`.slots`), the drain (batch claims with
+``FOR UPDATE SKIP LOCKED`` and a lease, sends on a few threads, bulk outcomes: :mod:`.batch`),
+retries with backoff, recovery of rows a dead worker left behind, fairness between tenants and
+per-tenant rate limits.
 
 Built on the core: ``tenancy.current_tenant`` / ``sending_as`` (the tenant is captured at enqueue
 and re-entered in the worker), ``TenantBackend`` (the worker sends through it, so credentials are

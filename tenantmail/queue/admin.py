@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from django.apps import apps
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from ..models import OutboxMessage
-from .tasks import enqueue_task
 
 if TYPE_CHECKING:
     _Base = admin.ModelAdmin[OutboxMessage]
@@ -66,7 +66,10 @@ class OutboxMessageAdmin(_Base):
             row.next_attempt_at = now
             row.enqueued_at = now
             row.save(update_fields=["status", "attempts", "next_attempt_at", "enqueued_at"])
-            enqueue_task(row.pk, priority=row.priority)
+        if rows:
+            from .slots import kick
+
+            transaction.on_commit(kick, using=queryset.db)
         self.message_user(
             request, f"{len(rows)} message(s) queued again.", messages.SUCCESS, fail_silently=True
         )

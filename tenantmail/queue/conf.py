@@ -34,6 +34,9 @@ class QueueSettings:
     tenant_rate_limits: Mapping[str, float | None] = field(default_factory=dict)
     rate_limit_storage: str | None = None
     prune_after_days: int = 30
+    concurrency: int = 2
+    batch_size: int = 50
+    threads: int = 4
 
 
 _KNOWN_KEYS = frozenset(
@@ -51,6 +54,9 @@ _KNOWN_KEYS = frozenset(
         "TENANT_RATE_LIMITS",
         "RATE_LIMIT_STORAGE",
         "PRUNE_AFTER_DAYS",
+        "CONCURRENCY",
+        "BATCH_SIZE",
+        "THREADS",
     }
 )
 
@@ -136,6 +142,9 @@ def load_queue_settings() -> QueueSettings:
         },
         rate_limit_storage=_storage(raw.get("RATE_LIMIT_STORAGE")),
         prune_after_days=int(_number(raw, "PRUNE_AFTER_DAYS", d.prune_after_days, minimum=0)),
+        concurrency=int(_number(raw, "CONCURRENCY", d.concurrency, minimum=1)),
+        batch_size=int(_number(raw, "BATCH_SIZE", d.batch_size, minimum=1)),
+        threads=int(_number(raw, "THREADS", d.threads, minimum=1)),
     )
 
 

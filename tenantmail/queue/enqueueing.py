@@ -1,4 +1,4 @@
-"""``enqueue()``: store a message durably and schedule its delivery task on commit.
+"""``enqueue()``: store a message durably and make sure a drain task will send it, on commit.
 
 The tenant is captured here, with the same resolution order as ``TenantBackend``
 (``tenant=`` > ``sending_as()`` > django-tenants' connection), via ``tenancy.current_tenant``;
@@ -27,7 +27,8 @@ from . import serialize, signals, storing
 from .conf import get_queue_settings
 from .exceptions import SecretOverrideError
 from .mailers import delivery_backend
-from .tasks import enqueue_task
+from .slots import kick
+from .tasks import enqueue_drain
 
 logger = logging.getLogger("tenantmail.queue")
 
@@ -83,7 +84,7 @@ def enqueue_many(
     mailer: str = "",
     options: Mapping[str, Any] | None = None,
 ) -> list[OutboxMessage]:
-    """Store ``messages`` (all or none) and enqueue one delivery task each, on commit."""
+    """Store ``messages`` (all or none) and make sure a drain task sends them, on commit."""
     active = capture_tenant(tenant)
     schema = active.schema_name if active is not None else ""
     stored_options = check_options(options or {}, tenant=schema or None)
@@ -113,30 +114,32 @@ def enqueue_many(
     db = get_settings().tenant_db_alias
     # No transaction of our own for a batch that fits one statement: that INSERT is all rows or
     # none, and outside the caller's transaction on_commit runs at once. Round trips per
-    # send_mail(): the INSERT, then the task's own INSERT (each after django-tenants' SET
-    # search_path).
+    # send_mail(): the INSERT, then the slot UPDATE (and, only when it flips a free slot, the
+    # drain task's INSERT and a COMMIT).
     chunks = [rows[i : i + INSERT_BATCH] for i in range(0, len(rows), INSERT_BATCH)]
     with transaction.atomic(using=db, savepoint=False) if len(chunks) > 1 else nullcontext():
         for chunk in chunks:
             storing.insert(chunk, schema=schema, fair_share=qs.fair_share, db=db)
-    scheduled = [(row.pk, row.priority) for row in rows]
-    transaction.on_commit(lambda: _enqueue_tasks(scheduled, run_after), using=db, robust=True)
+    # On commit: the rows must be committed before the drain slots are looked at (see .slots).
+    transaction.on_commit(lambda: _schedule(run_after), using=db, robust=True)
     for row in rows:
         signals.message_queued.send(sender=OutboxMessage, outbox=row, tenant=schema or None)
     return rows
 
 
-def _enqueue_tasks(scheduled: list[tuple[int, int]], run_after: datetime.datetime | None) -> None:
-    for outbox_id, priority in scheduled:
-        try:
-            enqueue_task(outbox_id, priority=priority, run_after=run_after)
-        except Exception:
-            # The row is stored: `tenantmail_recover` (or any worker) re-enqueues it later.
-            logger.exception(
-                "tenantmail: could not enqueue the task for outbox message %s; it stays queued "
-                "and will be recovered",
-                outbox_id,
-            )
+def _schedule(run_after: datetime.datetime | None) -> None:
+    """Make sure a drain task will send the committed rows: now (a slot) or at ``run_after``."""
+    try:
+        if run_after is not None and run_after > timezone.now():
+            enqueue_drain(run_after=run_after)
+        else:
+            kick()
+    except Exception:
+        # The rows are stored: `tenantmail_recover` (or any worker) enqueues a drain later.
+        logger.exception(
+            "tenantmail: could not enqueue the drain task for queued outbox messages; they stay "
+            "queued and will be recovered"
+        )
 
 
 def enqueue(
@@ -149,7 +152,7 @@ def enqueue(
 ) -> OutboxMessage:
     """Queue one message for the tenant active now (or ``tenant=``); returns the stored row.
 
-    Inside a transaction the delivery task is enqueued when it commits (a rollback sends
+    Inside a transaction the drain is kicked when it commits (a rollback sends
     nothing). ``run_after`` (an aware datetime) delays delivery.
     """
     return enqueue_many(

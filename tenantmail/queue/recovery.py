@@ -1,14 +1,15 @@
 """Bring back what a dead worker left behind; idempotent and safe to run from many places.
 
-Stale rows: ``sending`` with an expired lease (the worker died mid-send), and ``queued`` rows
-whose task was lost. With django-tasks-db a lost task is known exactly: a delivery task still
-``RUNNING`` a lease after it started, on a row never claimed (the worker died between taking the
-task and claiming the row); such task rows are marked failed, so they don't stay RUNNING
+Stale rows: ``sending`` with an expired lease (the worker died mid-batch), and ``queued`` rows
+whose drain was lost. With django-tasks-db a lost task is known exactly: a task still
+``RUNNING`` a lease after it started (a drain, or a one-row delivery of an earlier version
+whose row was never claimed); such task rows are marked failed, so they don't stay RUNNING
 forever. With any backend, a ``queued`` row overdue by more than ``REQUEUE_AFTER_SECONDS``
-whose task was enqueued as long ago is presumed lost too (a long threshold, because a row merely
-waiting behind a big backlog looks the same; re-enqueueing it only adds a no-op task). All get a
-fresh task; the claim makes any duplicate task a no-op. A row that exhausted ``MAX_ATTEMPTS`` by
-dying mid-send every time (a poison message) is failed instead.
+whose task was enqueued as long ago is presumed lost too. Drain slots pending for longer than a
+lease are freed (their task was lost, see :mod:`.slots`). Whenever anything was found, or due
+rows have waited longer than a lease, a drain is kicked (one more is harmless: the claim makes
+it a no-op). A row that exhausted ``MAX_ATTEMPTS`` by dying mid-send every time (a poison
+message) is failed instead.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from django.utils import timezone
 
 from ..conf import get_settings
 from ..models import OutboxMessage
-from . import signals
+from . import signals, slots
 from .conf import get_queue_settings
-from .tasks import enqueue_task, enqueue_watchdog
+from .tasks import enqueue_drain, enqueue_watchdog
 
 logger = logging.getLogger("tenantmail.queue")
 
@@ -48,7 +49,9 @@ def recover_stale(*, now: datetime.datetime | None = None, limit: int = BATCH) -
         status=Status.QUEUED,
         next_attempt_at__lt=lost,
     )
-    orphans = _orphaned_by_dead_db_workers(now - datetime.timedelta(seconds=qs.lease_seconds))
+    a_lease_ago = now - datetime.timedelta(seconds=qs.lease_seconds)
+    orphans, dead_drains = _orphaned_by_dead_db_workers(a_lease_ago)
+    freed = slots.reset_stuck(a_lease_ago)
     if orphans:
         stale |= Q(pk__in=orphans, status=Status.QUEUED)
     failed: list[OutboxMessage] = []
@@ -78,7 +81,7 @@ def recover_stale(*, now: datetime.datetime | None = None, limit: int = BATCH) -
                     "re-enqueued, it may have been sent already (same Message-ID)"
                 )
             row.enqueued_at = now
-            requeued.append((row.pk, row.priority))
+            requeued.append(row.pk)
         OutboxMessage.objects.using(db).bulk_update(
             rows,
             [
@@ -90,7 +93,15 @@ def recover_stale(*, now: datetime.datetime | None = None, limit: int = BATCH) -
                 "last_error",
             ],
         )
-        transaction.on_commit(lambda: _enqueue(requeued), using=db)
+        # Due rows waiting for more than a lease: their drain was lost (a dead worker, a failed
+        # enqueue) or is merely busy; one more drain is harmless, a missing one loses mail.
+        waiting = (
+            OutboxMessage.objects.using(db)
+            .filter(status=Status.QUEUED, next_attempt_at__lt=a_lease_ago)
+            .exists()
+        )
+        if requeued or dead_drains or freed or waiting:
+            transaction.on_commit(_drain, using=db)
     for row in failed:
         signals.message_failed.send(
             sender=OutboxMessage, outbox=row, tenant=row.tenant_schema or None, error=None
@@ -107,11 +118,16 @@ def recover_stale(*, now: datetime.datetime | None = None, limit: int = BATCH) -
 DELIVER_TASK = "tenantmail.queue.tasks.deliver_outbox"
 
 
-def _orphaned_by_dead_db_workers(started_before: datetime.datetime) -> list[int]:
-    """Outbox ids whose django-tasks-db delivery task a dead worker left RUNNING.
+DRAIN_TASK = "tenantmail.queue.tasks.drain_outbox"
+
+
+def _orphaned_by_dead_db_workers(started_before: datetime.datetime) -> tuple[list[int], bool]:
+    """Outbox ids whose django-tasks-db delivery task a dead worker left RUNNING, and whether
+    a drain task was left RUNNING.
 
     Those task rows are marked FAILED (they would otherwise stay RUNNING forever); their
-    messages are re-enqueued by the caller if still queued. Other task backends: nothing.
+    messages are re-enqueued by the caller if still queued (the rows a dead drain had claimed
+    come back when their lease expires). Other task backends: nothing.
     """
     from .tasks import task_backends
 
@@ -119,25 +135,29 @@ def _orphaned_by_dead_db_workers(started_before: datetime.datetime) -> list[int]
     # Installed but not in INSTALLED_APPS (another task backend is used): importing its models
     # would raise RuntimeError, so ask the app registry first.
     if not apps.is_installed("django_tasks_db"):
-        return []
+        return [], False
     try:
         from django_tasks_db.backend import DatabaseBackend
         from django_tasks_db.compat import TaskResultStatus
         from django_tasks_db.models import DBTaskResult
     except ImportError:
-        return []
+        return [], False
     if not isinstance(task_backends[qs.task_backend], DatabaseBackend):
-        return []
+        return [], False
     dead = DBTaskResult.objects.filter(
         backend_name=qs.task_backend,
-        task_path=DELIVER_TASK,
+        task_path__in=(DELIVER_TASK, DRAIN_TASK),
         status=TaskResultStatus.RUNNING,
         started_at__lt=started_before,
     )[:BATCH]
     ids: list[int] = []
     task_ids = []
-    for task_id, args_kwargs in dead.values_list("id", "args_kwargs"):
+    drains = False
+    for task_id, path, args_kwargs in dead.values_list("id", "task_path", "args_kwargs"):
         task_ids.append(task_id)
+        if path == DRAIN_TASK:
+            drains = True
+            continue
         args = args_kwargs.get("args") or [None]
         if isinstance(args[0], int):
             ids.append(args[0])
@@ -148,12 +168,14 @@ def _orphaned_by_dead_db_workers(started_before: datetime.datetime) -> list[int]
             exception_class_path="tenantmail.queue.recovery.WorkerLost",
             traceback="The worker running this task stopped; tenantmail re-enqueued the message.",
         )
-    return ids
+    return ids, drains
 
 
-def _enqueue(requeued: list[tuple[int, int]]) -> None:
-    for outbox_id, priority in requeued:
-        enqueue_task(outbox_id, priority=priority)
+def _drain() -> None:
+    """A drain for what recovery found: a slot if one is free, else one more slotless drain
+    (the pending ones may be the lost ones)."""
+    if slots.kick() is None:
+        enqueue_drain()
 
 
 def maybe_recover() -> int:

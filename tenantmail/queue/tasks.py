@@ -1,4 +1,8 @@
-"""The one task: deliver an outbox row, by id (task arguments are JSON; the row holds the rest).
+"""The tasks: drain the outbox (batches of due rows), recover it, and deliver one row by id.
+
+``drain_outbox`` is what enqueueing schedules (at most ``CONCURRENCY`` pending, see
+:mod:`.slots`); ``deliver_outbox`` (one row) stays for tasks enqueued by earlier versions.
+Task arguments are JSON and never hold more than ids; the rows hold the rest.
 
 On Django 6.0+ this is a ``django.tasks`` task; on 5.2 one of the ``django-tasks`` backport.
 django-tasks-db follows the same rule (it uses ``django.tasks`` whenever it exists), so the
@@ -26,7 +30,7 @@ except ImportError:  # pragma: no cover - Django 5.2, exercised by the matrix
             setting="EMAIL_BACKEND / MAILERS (tenantmail.queue)",
         ) from error
 
-__all__ = ["deliver_outbox", "recover_outbox", "task_backends"]
+__all__ = ["deliver_outbox", "drain_outbox", "recover_outbox", "task_backends"]
 
 
 @task
@@ -35,6 +39,18 @@ def deliver_outbox(outbox_id: int) -> str:
     from .worker import deliver
 
     return deliver(outbox_id)
+
+
+@task
+def drain_outbox(slot: int | None = None) -> int:
+    """Send every due outbox row, in batches, until none is left; returns how many were handled.
+
+    ``slot``: the drain slot this task was enqueued for (freed first), ``None`` for a delayed or
+    recovery drain (see :mod:`.slots`).
+    """
+    from .batch import drain
+
+    return drain(slot)
 
 
 @task
@@ -48,6 +64,11 @@ def recover_outbox() -> int:
 def enqueue_task(outbox_id: int, *, priority: int = 0, run_after: Any = None) -> None:
     """Enqueue :func:`deliver_outbox` on the configured backend and queue."""
     _enqueue(deliver_outbox, (outbox_id,), priority=priority, run_after=run_after)
+
+
+def enqueue_drain(*, slot: int | None = None, run_after: Any = None) -> None:
+    """Enqueue :func:`drain_outbox` (for ``slot``, or slotless; at once or at ``run_after``)."""
+    _enqueue(drain_outbox, (slot,), run_after=run_after)
 
 
 def enqueue_watchdog(run_after: Any) -> None:

@@ -1,5 +1,9 @@
 """The worker side of one outbox row: claim it, send it as its tenant, record the outcome.
 
+Drains (:mod:`.batch`) claim many rows at once and reuse this module's per-row parts (loading,
+sending as the row's tenant, failures, deferrals); :func:`deliver` is the one-row path, kept for
+``deliver_outbox`` tasks enqueued by earlier versions.
+
 Claiming is ``SELECT … FOR UPDATE SKIP LOCKED`` on the row plus a lease (``LEASE_SECONDS``):
 two workers never hold the same row, and a row whose worker died comes back when the lease
 expires (see :mod:`.recovery`). The send goes through ``TenantBackend`` inside
@@ -11,7 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -28,7 +32,7 @@ from .conf import get_queue_settings
 from .exceptions import UnstorableMessageError
 from .mailers import delivery_backend
 from .retry import backoff, classify
-from .tasks import enqueue_task
+from .tasks import enqueue_drain
 
 logger = logging.getLogger("tenantmail.queue")
 
@@ -184,7 +188,22 @@ def describe(exc: BaseException, row: OutboxMessage) -> str:
     return text
 
 
-def _failed(row: OutboxMessage, exc: Exception) -> str:
+#: Called with a row's new ``next_attempt_at`` after it was put back: schedules a drain then.
+Later = Callable[[datetime.datetime], None]
+
+
+def drain_at(run_after: datetime.datetime) -> None:
+    """One delayed drain task at ``run_after``, which sends whatever is due by then."""
+    try:
+        enqueue_drain(run_after=run_after)
+    except Exception:  # the row is stored as queued: recovery enqueues a drain for it
+        logger.exception(
+            "tenantmail: could not enqueue the delayed drain task for %s; recovery will",
+            run_after.isoformat(),
+        )
+
+
+def _failed(row: OutboxMessage, exc: Exception, later: Later = drain_at) -> str:
     qs = get_queue_settings()
     verdict = classify(exc)
     error = describe(exc, row)
@@ -195,7 +214,7 @@ def _failed(row: OutboxMessage, exc: Exception) -> str:
         if _finish(
             row, status=Status.QUEUED, next_attempt_at=retry_at, enqueued_at=now, last_error=error
         ):
-            enqueue_task(row.pk, priority=row.priority, run_after=retry_at)
+            later(retry_at)
         logger.info(
             "tenantmail: outbox message %s for tenant %r failed (attempt %d of %d), retrying at "
             "%s: %s",
@@ -222,7 +241,7 @@ def _failed(row: OutboxMessage, exc: Exception) -> str:
     return "failed"
 
 
-def _defer(row: OutboxMessage, wait: float) -> None:
+def _defer(row: OutboxMessage, wait: float, later: Later = drain_at) -> None:
     """Over the tenant's rate limit: put the row back without counting an attempt."""
     now = timezone.now()
     retry_at = now + datetime.timedelta(seconds=wait)
@@ -233,4 +252,4 @@ def _defer(row: OutboxMessage, wait: float) -> None:
         next_attempt_at=retry_at,
         enqueued_at=now,
     ):
-        enqueue_task(row.pk, priority=row.priority, run_after=retry_at)
+        later(retry_at)

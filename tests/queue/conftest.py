@@ -64,11 +64,12 @@ def committed[T](fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 def _delete_queue_rows() -> None:
     from django_tasks_db.models import DBTaskResult
 
-    from tenantmail.models import SendRate
+    from tenantmail.models import DrainSlot, SendRate
 
     OutboxMessage.objects.all().delete()
     DBTaskResult.objects.all().delete()
     SendRate.objects.all().delete()
+    DrainSlot.objects.all().delete()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -146,10 +147,10 @@ def _fresh_process_state() -> Iterator[None]:
 
 
 def deliveries() -> Any:
-    """The delivery tasks (not the recovery watchdogs) in the task table."""
+    """The drain tasks (not the recovery watchdogs) in the task table."""
     from django_tasks_db.models import DBTaskResult
 
-    return DBTaskResult.objects.filter(task_path="tenantmail.queue.tasks.deliver_outbox")
+    return DBTaskResult.objects.filter(task_path="tenantmail.queue.tasks.drain_outbox")
 
 
 @pytest.fixture

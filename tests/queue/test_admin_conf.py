@@ -25,7 +25,9 @@ from tenantmail.queue.retry import Verdict, backoff, classify
 from tests.queue.conftest import deliveries
 
 
-def test_admin_lists_outcomes_hides_the_message_and_retries_failed_rows(tenants: Any) -> None:
+def test_admin_lists_outcomes_hides_the_message_and_retries_failed_rows(
+    tenants: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     model_admin = OutboxMessageAdmin(OutboxMessage, AdminSite())
     failed = enqueue(EmailMessage("s", "b", to=["t@example.com"]), tenant="acme")
     platform = enqueue(EmailMessage("p", "b", to=["t@example.com"]), tenant="public")
@@ -34,10 +36,11 @@ def test_admin_lists_outcomes_hides_the_message_and_retries_failed_rows(tenants:
     assert model_admin.tenant_label(platform) == "(platform)"
     assert "payload" not in model_admin.get_fields(RequestFactory().get("/"))
     assert not model_admin.has_add_permission(RequestFactory().get("/"))
-    model_admin.retry_now(RequestFactory().post("/"), OutboxMessage.objects.all())
+    with django_capture_on_commit_callbacks(execute=True):
+        model_admin.retry_now(RequestFactory().post("/"), OutboxMessage.objects.all())
     failed.refresh_from_db()
     assert (failed.status, failed.attempts) == ("queued", 0)
-    assert deliveries().count() == 1  # only the failed row was queued again
+    assert deliveries().count() == 1  # the failed row was queued again, and a drain kicked
     assert str(failed).startswith(f"#{failed.pk} acme queued")
 
 

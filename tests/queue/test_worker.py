@@ -115,8 +115,8 @@ def test_transient_errors_are_retried_with_backoff(
     # FAST_QUEUE: 0.2 s base with equal jitter -> 0.1..0.2 s
     delay = (row.next_attempt_at - before).total_seconds()
     assert 0.09 <= delay <= 0.5
-    retry_task = deliveries().get()
-    assert retry_task.args_kwargs["args"] == [row.pk]
+    retry_task = deliveries().get()  # a delayed drain, no slot
+    assert retry_task.args_kwargs["args"] == [None]
     assert retry_task.run_after == row.next_attempt_at
     assert outcomes == [("message_retrying", "acme", row.pk)]
     OutboxMessage.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
@@ -222,7 +222,7 @@ def test_recovery_requeues_rows_whose_lease_expired(
     row.refresh_from_db()
     assert (row.status, row.attempts, row.claim_token) == (Status.QUEUED, 1, "")
     assert "lease expired" in row.last_error
-    assert deliveries().get().args_kwargs["args"] == [row.pk]
+    assert deliveries().get().args_kwargs["args"] == [0]  # a drain on slot 0
     assert recover_stale(now=later) == 0  # idempotent
 
 
@@ -323,12 +323,15 @@ def test_a_payload_that_cannot_be_rebuilt_fails_at_once(tenants: Any) -> None:
 def test_a_task_a_dead_db_worker_left_running_is_recovered_and_closed(
     tenants: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
-    with django_capture_on_commit_callbacks(execute=True):
-        row = _queue()
+    from tenantmail.queue.tasks import enqueue_task
+
+    row = _queue()
+    enqueue_task(row.pk)  # a one-row task, as versions before the drain enqueued
+    legacy = DBTaskResult.objects.filter(task_path="tenantmail.queue.tasks.deliver_outbox")
     # A db_worker took the task (RUNNING) and died before claiming the row.
     started = timezone.now() - datetime.timedelta(seconds=1)
-    deliveries().update(status="RUNNING", started_at=started)
-    (orphan,) = deliveries()
+    legacy.update(status="RUNNING", started_at=started)
+    (orphan,) = legacy
     assert recover_stale() == 0  # still within the lease (2 s): maybe just slow
     later = timezone.now() + datetime.timedelta(seconds=3)
     with django_capture_on_commit_callbacks(execute=True):
@@ -336,6 +339,5 @@ def test_a_task_a_dead_db_worker_left_running_is_recovered_and_closed(
     orphan.refresh_from_db()
     assert orphan.status == "FAILED"
     assert orphan.exception_class_path == "tenantmail.queue.recovery.WorkerLost"
-    fresh = deliveries().exclude(pk=orphan.pk).get()
-    assert fresh.args_kwargs["args"] == [row.pk]
+    assert deliveries().get().args_kwargs["args"] == [0]  # recovery kicked a drain
     assert deliver(row.pk) == "sent"
