@@ -21,6 +21,7 @@ from . import signals
 from .config import MailConfig, resolve
 from .defaults import Copied, hand_back, prepare
 from .factory import build_backend
+from .fastpath import lookup as fast_lookup
 from .invalidation import forget_tenant
 from .platform_mail import split_server_mail
 from .pool import get_pool
@@ -82,13 +83,16 @@ class TenantBackend(BaseEmailBackend):
         if server_mail:
             sent += self._send(resolve(None), server_mail)
         if email_messages:
-            # Resolution errors are configuration errors: always raised, even when failing
-            # silently. (self.resolve(), inlined: one call less on every send.)
-            try:
-                config = resolve(current_tenant(self.tenant), self.overrides)
-            except BaseException as exc:
-                scrub_error(exc, sys._getframe(), {})
-                raise
+            # This thread's last resolution, if nothing it depended on changed (fastpath.py).
+            config = fast_lookup() if self.tenant is None and not self.overrides else None
+            if config is None:
+                # Resolution errors are configuration errors: always raised, even when failing
+                # silently. (self.resolve(), inlined: one call less on every send.)
+                try:
+                    config = resolve(current_tenant(self.tenant), self.overrides)
+                except BaseException as exc:
+                    scrub_error(exc, sys._getframe(), {})
+                    raise
             sent += self._send(config, email_messages)
         return sent
 

@@ -24,6 +24,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.views.decorators.debug import sensitive_variables
 
+from . import fastpath
 from .conf import (
     WATCHED_SETTINGS,
     PlatformDefault,
@@ -273,12 +274,12 @@ class _ResolvedCache:
         options: Any,
         defaults: Any,
         subaccount: str,
-    ) -> MailConfig | None:
-        """:meth:`get` without overrides, for a source given as its parts."""
+    ) -> _Memo | None:
+        """:meth:`get` without overrides, for a source given as its parts: the memo that hit."""
         for memo in self._entries.get(schema, ()):
             try:
                 if memo.matches_parts(backend, options, defaults, subaccount, _NO_OVERRIDES):
-                    return memo.config
+                    return memo
             except Exception:  # an input whose __eq__ raises: resolve it, uncached
                 return None
         return None
@@ -293,6 +294,7 @@ class _ResolvedCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            fastpath.memo_cleared()
 
 
 _NO_OVERRIDES: Mapping[str, Any] = MappingProxyType({})
@@ -422,13 +424,18 @@ def _fast_get(active: ActiveTenant) -> MailConfig | None:
         subaccount = fields["mail_subaccount"]
     except KeyError:  # deferred: the general path loads it
         return None
-    return _resolved.get_parts(
+    seen = fastpath.generations()  # before the lookup: an invalidation after it must miss
+    memo = _resolved.get_parts(
         active.schema_name,
         backend or None,
         options if options is not None else {},
         defaults if defaults is not None else {},
         subaccount or "",
     )
+    if memo is None:
+        return None
+    fastpath.remember(instance, active.schema_name, memo, seen)  # this thread's next send
+    return memo.config
 
 
 _DEFAULT_GET_MAIL_CONFIG = TenantMailMixin.get_mail_config

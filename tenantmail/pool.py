@@ -182,8 +182,9 @@ class ConnectionPool:
                 with self._lock:
                     if _process_id != self._pid:
                         self._forget_inherited()
+                    now = time.monotonic()  # one clock read for expiry and the liveness check
                     if self._lru:
-                        self._expire(time.monotonic(), to_close)
+                        self._expire(now, to_close)
                     stack = self._idle.get(key)
                     if stack:  # an idle connection for this key: every warm send
                         conn = stack.pop()  # most recently used: likeliest to still be alive
@@ -208,9 +209,8 @@ class ConnectionPool:
                     self._close_all(to_close)
             if conn is None:
                 return self._open(key, factory, generation)
-            if conn.clients == client_classes() and _still_usable(
-                conn.backend, time.monotonic() - conn.last_used
-            ):
+            idle_for = now - conn.last_used
+            if conn.clients == client_classes() and _still_usable(conn.backend, idle_for):
                 return conn
             self.checkin(conn, discard=True)
             with self._lock:
@@ -278,7 +278,8 @@ class ConnectionPool:
                 # (and counted it); the child just lets go of it.
                 return
             self._release(conn, to_close, discard=discard)
-        self._close_all(to_close)
+        if to_close:  # rarely: every warm checkin keeps its connection
+            self._close_all(to_close)
 
     def _release(
         self, conn: Connection, to_close: list[Connection], *, discard: bool = False
