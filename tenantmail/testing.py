@@ -360,6 +360,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        if len(body) < length:
+            # The client died mid-request (a SIGKILLed worker): a real ESP never sees a request
+            # it did not receive whole, so neither answer nor record it.
+            self.close_connection = True
+            return
         reply = self.server.owner._respond(
             self.command, self.path, self.headers, body, self.conn.id
         )

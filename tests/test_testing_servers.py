@@ -7,6 +7,7 @@ that the fakes answer in the shape those clients accept.
 
 from __future__ import annotations
 
+import base64
 import gc
 import os
 import smtplib
@@ -435,6 +436,26 @@ def test_reset_next_drops_the_connection_without_response(esp: FakeESP) -> None:
     assert isinstance(caught.value, requests.ConnectionError)
     assert esp.rejected == [("sendgrid", 0)]
     assert len(esp.messages) == 1
+
+
+def test_a_request_cut_off_mid_body_is_not_recorded(esp: FakeESP) -> None:
+    # A worker SIGKILLed while writing its request: a real ESP never gets that message.
+    body = b"from=a%40mg.example.com&to=b%40example.com&subject=whole"
+    head = (
+        "POST /mailgun/v3/mg.example.com/messages HTTP/1.1\r\n"
+        f"Host: 127.0.0.1\r\nAuthorization: Basic {base64.b64encode(b'api:key-1').decode()}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", esp.port), timeout=5) as sock:
+        sock.sendall(head + body[:20])  # "...&to=b%40ex": no subject yet
+    with socket.create_connection(("127.0.0.1", esp.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+
+    assert [m.subject for m in esp.wait_for(1)] == ["whole"]
+    time.sleep(0.2)  # the cut-off one was handled first; nothing more arrives
+    assert [m.subject for m in esp.messages] == ["whole"]
 
 
 def test_reset_next_is_a_tcp_reset_not_a_clean_close(esp: FakeESP) -> None:
