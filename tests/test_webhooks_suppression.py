@@ -6,7 +6,6 @@ not receive the address.
 
 from __future__ import annotations
 
-import timeit
 from collections.abc import Iterator
 from typing import Any
 
@@ -184,26 +183,17 @@ def test_off_by_default_records_but_sends(
         assert suppression.enforce(config, [message]) == [message]
 
 
-def test_off_costs_next_to_nothing(hooked: Tenants) -> None:
-    """The send path's hook when off: one cached settings read and a comparison.
-
-    Compared with a plain Python function doing only the comparison (so that coverage tracing or
-    a loaded machine slows both alike); the absolute figure is printed (~40 ns here, untraced).
-    """
+def test_off_is_a_pass_through(hooked: Tenants, mode: Any, django_assert_num_queries: Any) -> None:
+    """Off (the default), the send path's hook reads nothing and hands the batch back as is:
+    no query, not even for a tenant with suppressed addresses, and no copy of the list. (Its
+    cost per send is part of `make bench` row 6; tests assert behaviour, not timings.)"""
+    assert suppression.suppress("acme", "gone@example.com")
+    mode("off")
     config = mailer(tenant="acme").resolve()
-    messages = [EmailMessage("s", "b", to=["a@example.com"])]
-
-    def baseline(config: Any, messages: list[EmailMessage]) -> list[EmailMessage]:
-        mode = "off"
-        if mode == "off":
-            return messages
-        return []  # pragma: no cover
-
-    runs = 20_000
-    hook = min(timeit.repeat(lambda: suppression.enforce(config, messages), number=runs, repeat=7))
-    base = min(timeit.repeat(lambda: baseline(config, messages), number=runs, repeat=7))
-    print(f"suppression hook when off: {hook / runs * 1e9:.0f} ns per send")
-    assert hook < 4 * base
+    messages = [EmailMessage("s", "b", to=["gone@example.com"])]
+    with django_assert_num_queries(0):
+        assert suppression.enforce(config, messages) is messages
+    assert messages[0].to == ["gone@example.com"]
 
 
 def test_platform_mail_uses_the_public_list(hooked: Tenants, fake_esp: FakeESP, mode: Any) -> None:
