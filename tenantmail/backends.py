@@ -17,15 +17,16 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.views.decorators.debug import sensitive_variables
 
-from . import signals
+from . import platform_mail, signals
+from . import pool as pool_module
 from .config import MailConfig, resolve
-from .defaults import Copied, hand_back, prepare
+from .defaults import Copied, _changes, copy_with, hand_back, hand_back_one, prepare
 from .factory import build_backend
 from .fastpath import lookup as fast_lookup
 from .invalidation import forget_tenant
 from .platform_mail import split_server_mail
-from .pool import get_pool
-from .scrub import scrub_error, scrub_statuses
+from .pool import Connection, get_pool
+from .scrub import scrub_error
 from .suppression import enforce as enforce_suppression
 from .tenancy import TenantLike, current_tenant
 
@@ -76,6 +77,10 @@ class TenantBackend(BaseEmailBackend):
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
+        if self.tenant is None and not self.overrides and len(email_messages) == 1:
+            sent = _send_warm(self, email_messages[0])
+            if sent is not None:
+                return sent
         # Django's own server mail (mail_admins, error reports, broken links) is platform mail
         # whatever tenant is active: never the tenant's key, domain or From.
         server_mail, email_messages = split_server_mail(email_messages)
@@ -112,22 +117,8 @@ class TenantBackend(BaseEmailBackend):
             sent = _deliver(config, email_messages)
         except BaseException as exc:
             error = exc
-            _annotate(exc, config)
-            if config.own_account and _is_auth_failure(exc):
-                # The key was probably rotated elsewhere: forget the cached row and connections
-                # so the next send reads the new one instead of waiting out the cache.
-                forget_tenant(str(config.tenant))
-            # fail_silently covers sending errors only: never configuration errors, and never
-            # KeyboardInterrupt/SystemExit (a worker's SIGTERM handler mid-send).
-            if (
-                not self.fail_silently
-                or not isinstance(exc, Exception)
-                or isinstance(exc, ImproperlyConfigured)
-            ):
+            if not self._swallowed(exc, config):
                 raise
-            logger.warning(
-                "tenantmail: sending for tenant %r failed silently: %s", config.tenant, exc
-            )
         finally:
             if signals.post_send.receivers:
                 signals.post_send.send(
@@ -142,14 +133,37 @@ class TenantBackend(BaseEmailBackend):
             # Break the frame <-> traceback cycle: a swallowed error holds the ESP response
             # (and its socket) until the cyclic GC runs otherwise.
             error = None
-        logger.debug(
-            "tenantmail: sent %d of %d message(s) for tenant %r via %s",
-            sent,
-            len(email_messages),
-            config.tenant,
-            config.backend,
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_sent(config, email_messages, sent)
         return sent
+
+    def _swallowed(self, exc: BaseException, config: MailConfig) -> bool:
+        """A send raised ``exc``: note it; True if it fails silently (else the caller raises)."""
+        _annotate(exc, config)
+        if config.own_account and _is_auth_failure(exc):
+            # The key was probably rotated elsewhere: forget the cached row and connections
+            # so the next send reads the new one instead of waiting out the cache.
+            forget_tenant(str(config.tenant))
+        # fail_silently covers sending errors only: never configuration errors, and never
+        # KeyboardInterrupt/SystemExit (a worker's SIGTERM handler mid-send).
+        if (
+            not self.fail_silently
+            or not isinstance(exc, Exception)
+            or isinstance(exc, ImproperlyConfigured)
+        ):
+            return False
+        logger.warning("tenantmail: sending for tenant %r failed silently: %s", config.tenant, exc)
+        return True
+
+
+def _log_sent(config: MailConfig, messages: Sequence[EmailMessage], sent: int) -> None:
+    logger.debug(
+        "tenantmail: sent %d of %d message(s) for tenant %r via %s",
+        sent,
+        len(messages),
+        config.tenant,
+        config.backend,
+    )
 
 
 # Hides every local variable of this frame *and of every frame it calls* (Anymail's request
@@ -165,25 +179,80 @@ def _deliver(config: MailConfig, messages: Sequence[EmailMessage]) -> int:
         outgoing, copied = prepare(messages, config)
         if not outgoing:  # suppression dropped every message: nothing to open a connection for
             return 0
-        pool = get_pool()
+        pool = pool_module._pool or get_pool()  # (one call less on every send)
         # Opening (an SMTP connect, say) is part of sending: its errors are annotated and
-        # honour fail_silently like any other send error.
-        conn = pool.checkout(config.pool_key, lambda: build_backend(config))
+        # honour fail_silently like any other send error. take/park: this thread's connection
+        # for its last key, kept for its next send (pool.py).
+        conn = pool.take(config.pool_key, lambda: build_backend(config))
         try:
             sent = conn.backend.send_messages(outgoing) or 0
         except BaseException:
             pool.checkin(conn, discard=True)
             raise
-        pool.checkin(conn)
+        pool.park(conn)
         return int(sent)
     except BaseException as exc:
         scrub_error(exc, sys._getframe(), {id(clone): original for original, clone, _ in copied})
         raise
     finally:
-        # Statuses first: hand_back shares the (now scrubbed) status objects with the caller.
-        scrub_statuses(outgoing)
-        if copied:
-            hand_back(copied)
+        hand_back(outgoing, copied)
+
+
+def _send_warm(backend: TenantBackend, message: EmailMessage) -> int | None:
+    """The warm send, or None: then the general path (send_messages) sends, and decides.
+
+    A web worker's thread sends one message at a time, request after request, for the tenant
+    on its database connection, with no hook in use. That send runs between two of the inner
+    backend's payload builds, with the CPU's caches cold, so every function entered and object
+    read costs cache misses (BENCHMARKS.md, row 6). This is the general path's work for that
+    case, done in two frames: the same lookup (fastpath.lookup), the same connection (this
+    thread's parked one, ConnectionPool.take_parked), the same copy, error handling and hand
+    back. It applies only when the general path would do nothing more: no server mail, no
+    suppression, no pre_send/post_send receiver.
+    """
+    config = fast_lookup()
+    if config is None:
+        return None
+    pool = pool_module._pool
+    shape = platform_mail._shape  # both None until the general path made them
+    if (
+        pool is None
+        or shape is None
+        or message.from_email == shape.server_email  # might be server mail: split it
+        or config.suppression != "off"
+        or signals.pre_send.receivers
+        or signals.post_send.receivers
+    ):
+        return None
+    conn = pool.take_parked(config.pool_key)
+    if conn is None:
+        return None
+    try:
+        sent = _deliver_one(config, message, conn)
+    except BaseException as exc:
+        pool.checkin(conn, discard=True)
+        if not backend._swallowed(exc, config):
+            raise
+        return 0
+    pool.park(conn)
+    if logger.isEnabledFor(logging.DEBUG):
+        _log_sent(config, (message,), sent)
+    return sent
+
+
+@sensitive_variables()  # as _deliver: hides this frame's and every frame below it
+def _deliver_one(config: MailConfig, message: EmailMessage, conn: Connection) -> int:
+    """:func:`_deliver` for one message on a connection already taken."""
+    # prepare(), for one message
+    changes = _changes(message, config.defaults, config.trace) if config.tenant is not None else {}
+    clone = copy_with(message, changes) if changes else message
+    try:
+        return int(conn.backend.send_messages([clone]) or 0)
+    except BaseException as exc:
+        scrub_error(exc, sys._getframe(), {id(clone): message})
+        raise
+    finally:
+        hand_back_one(message, clone, changes)
 
 
 def _is_auth_failure(exc: BaseException) -> bool:

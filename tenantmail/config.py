@@ -80,6 +80,11 @@ class MailConfig:
         key = get_settings().metadata_key
         return (key, self.tenant) if key and self.tenant is not None else None
 
+    @cached_property  # read on every send; a change of TENANTMAIL clears the memo
+    def suppression(self) -> str:
+        """The ``SUPPRESSION`` mode sends under this config run with."""
+        return get_settings().suppression
+
     @property
     def setting_name(self) -> str:
         """Where a person fixes this config -- used in every error message."""

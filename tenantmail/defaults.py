@@ -16,7 +16,6 @@ set) -- except the attributes the defaults own. Platform mail (no tenant) is sen
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -26,7 +25,9 @@ from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from requests import Response
 
+from .scrub import scrub_response
 from .suppression import Kept
 
 if TYPE_CHECKING:
@@ -66,16 +67,22 @@ def _current(message: EmailMessage, attr: str) -> Any:
     return None if value is UNSET else value
 
 
-@functools.cache
-def _platform_from() -> str:
-    # Read once: Django's LazySettings costs ~0.5 us per attribute, on every message.
-    return str(settings.DEFAULT_FROM_EMAIL)
+#: DEFAULT_FROM_EMAIL, read once: Django's LazySettings costs ~0.5 us per attribute, and this
+#: is needed on every message (read as a global: one call less on the warm send).
+_platform_from: str | None = None
+
+
+def _read_platform_from() -> str:
+    global _platform_from
+    _platform_from = str(settings.DEFAULT_FROM_EMAIL)
+    return _platform_from
 
 
 @receiver(setting_changed)
 def _forget_platform_from(*, setting: str, **kwargs: object) -> None:
+    global _platform_from
     if setting == "DEFAULT_FROM_EMAIL":
-        _platform_from.cache_clear()
+        _platform_from = None
 
 
 def _changes(
@@ -87,7 +94,7 @@ def _changes(
     # One pass over the (few) defaults the tenant set, rather than a lookup per known key.
     for name, value in defaults.items():
         if name == "from_email":
-            if value and message.from_email in (None, "", _platform_from()):
+            if value and message.from_email in (None, "", _platform_from or _read_platform_from()):
                 changes["from_email"] = value
         elif name == "metadata":
             default_meta = value
@@ -108,7 +115,9 @@ def _changes(
                 changes["esp_extra"] = {**_thaw(value), **(_current(message, "esp_extra") or {})}
         elif name in ("track_opens", "track_clicks") and _current(message, name) is None:
             changes[name] = value
-    own = _current(message, "metadata") or {}
+    own = getattr(message, "metadata", None)  # _current(), inlined: every tenant message
+    if own is UNSET or not own:
+        own = {}
     # {**own}: a non-mapping raises TypeError (dict.update would take a list of pairs).
     metadata: dict[str, Any] = {**_thaw(default_meta), **own} if default_meta else {**own}
     if trace is not None:  # the trace always wins: events are routed back by it
@@ -118,7 +127,7 @@ def _changes(
     return changes
 
 
-def _copy(message: EmailMessage, changes: Mapping[str, object]) -> EmailMessage:
+def copy_with(message: EmailMessage, changes: Mapping[str, object]) -> EmailMessage:
     """A shallow copy of ``message`` with ``changes`` set; it shares every other container."""
     cls = type(message)
     plain = _PLAIN_CLASSES.get(cls)
@@ -166,7 +175,7 @@ def prepare(
         if kept:
             changes.update(kept.get(id(message), ()))
         if changes:
-            clone = _copy(message, changes)
+            clone = copy_with(message, changes)
             copied.append((message, clone, changes))
             outgoing.append(clone)
         else:
@@ -174,16 +183,40 @@ def prepare(
     return outgoing, copied
 
 
-def hand_back(copied: Sequence[Copied]) -> None:
-    """Give each original what the send left on its copy, but never a default's value.
+def hand_back(outgoing: Sequence[EmailMessage], copied: Sequence[Copied]) -> None:
+    """:func:`hand_back_one` for each message of a batch sent as ``outgoing``.
 
-    An attribute the send (Anymail, a ``pre_send`` receiver, the test backend) replaced or added
-    on the copy goes back to the original, as it would have with a plain Anymail backend; the
-    attributes the defaults set keep the caller's own values. Runs whether the send succeeded or
-    not: a batch that failed on its 2nd message still reports the 1st one's status.
+    Runs whether the send succeeded or not: a batch that failed on its 2nd message still reports
+    the 1st one's status.
     """
-    for original, clone, changes in copied:
+    originals = {id(clone): (original, changes) for original, clone, changes in copied}
+    for message in outgoing:
+        original, changes = originals.get(id(message), (message, _NO_CHANGES))
+        hand_back_one(original, message, changes)
+
+
+_NO_CHANGES: Mapping[str, object] = MappingProxyType({})
+
+
+def hand_back_one(
+    original: EmailMessage, sent: EmailMessage, changes: Mapping[str, object]
+) -> None:
+    """Scrub the status the send left on ``sent`` (``original``'s copy, or ``original``), then
+    give ``original`` what the send left on its copy, but never a default's value.
+
+    Anymail leaves the ESP's response on ``anymail_status``, and through it the request with
+    the credential: that is scrubbed in place (:func:`~tenantmail.scrub.scrub_response`) first,
+    so the caller only ever sees the scrubbed object. An attribute the send (Anymail, a
+    ``pre_send`` receiver, the test backend) replaced or added on the copy then goes back to the
+    original, as it would have with a plain Anymail backend; the attributes the defaults set
+    (``changes``) keep the caller's own values.
+    """
+    status = sent.__dict__.get("anymail_status")
+    response = getattr(status, "esp_response", None)
+    if isinstance(response, Response):
+        scrub_response(response)
+    if sent is not original:
         mine = original.__dict__.get
-        for attr, value in clone.__dict__.items():
+        for attr, value in sent.__dict__.items():
             if value is not mine(attr, _MISSING) and attr not in changes:
                 original.__dict__[attr] = value

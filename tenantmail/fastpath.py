@@ -50,8 +50,10 @@ class _Last(threading.local):
     instance: Any = None
     schema: str = ""
     pk_attname: str = ""
+    alias: str = "default"  #: TENANT_DB_ALIAS then (a change of it bumps the generations)
     memo: _Memo | None = None
-    generations: tuple[int, int] = (-1, -1)
+    memo_clears: int = -1  #: the generations read before the memo lookup
+    tenant_cache_generation: int = -1
 
 
 _last = _Last()
@@ -88,32 +90,55 @@ def connection_tenant(alias: str) -> object:
 
 
 def lookup() -> MailConfig | None:
-    """The config the general path gave for this thread's connection tenant, if still valid."""
+    """The config the general path gave for this thread's connection tenant, if still valid.
+
+    It runs on every warm send with the CPU's caches cold (BENCHMARKS.md, row 6), so it reads
+    the state itself rather than through generations(), connection_tenant() and
+    _Memo.matches_parts(): each call left out is a few cache misses less.
+    """
     last = _last
     memo = last.memo
-    if memo is None or _sending_as.get() is not _UNSET:
+    if (
+        memo is None
+        or last.memo_clears != _memo_clears
+        or last.tenant_cache_generation != tenant_cache._generation
+        or _sending_as.get() is not _UNSET
+    ):
         return None
-    instance = connection_tenant(get_settings().tenant_db_alias)
+    # connection_tenant(last.alias)
+    local = getattr(connections, "_connections", None)
+    wrapper = None
+    if type(local) is _ThreadCriticalLocal and _get_running_loop() is None:
+        wrapper = getattr(object.__getattribute__(local, "_storage"), last.alias, None)
+    if wrapper is None:
+        wrapper = connections[last.alias]
+    instance = getattr(wrapper, "tenant", None)
     if (
         instance is not last.instance
-        or last.generations != generations()
         or type(instance).get_mail_config is not _DEFAULT_GET_MAIL_CONFIG  # patched since
     ):
         return None
-    fields = vars(instance)
-    if fields.get("schema_name") != last.schema or fields.get(last.pk_attname) is None:
+    fields = instance.__dict__
+    source = memo.source
+    if (
+        source is None
+        or fields.get("schema_name") != last.schema
+        or fields.get(last.pk_attname) is None
+    ):
         return None
     try:
-        backend = fields["mail_backend"]
+        # memo.matches_parts() for the fields as the default get_mail_config() reads them
+        # (memo.overrides is empty: only override-free resolutions are remembered).
         options = fields["mail_options"]
+        if options is None:
+            options = {}
         defaults = fields["mail_defaults"]
-        subaccount = fields["mail_subaccount"]
-        same = memo.matches_parts(
-            backend or None,
-            options if options is not None else {},
-            defaults if defaults is not None else {},
-            subaccount or "",
-            memo.overrides,
+        same = (
+            memo.options_type is type(options)
+            and source.backend == (fields["mail_backend"] or None)
+            and source.subaccount == (fields["mail_subaccount"] or "")
+            and source.options == options
+            and source.defaults == (defaults if defaults is not None else {})
         )
     except Exception:  # deferred since (KeyError), or an __eq__ that raises: the general path
         return None
@@ -129,12 +154,13 @@ def remember(instance: Any, schema: str, memo: _Memo, seen: tuple[int, int]) -> 
     last.instance = instance
     last.schema = schema
     last.pk_attname = instance._meta.pk.attname
+    last.alias = get_settings().tenant_db_alias
     last.memo = memo
-    last.generations = seen
+    last.memo_clears, last.tenant_cache_generation = seen
 
 
 def forget() -> None:
     """Drop this thread's shortcut (for tests: the next send takes the general path)."""
     last = _last
     last.instance = last.memo = None
-    last.generations = (-1, -1)
+    last.memo_clears = last.tenant_cache_generation = -1

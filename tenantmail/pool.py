@@ -8,6 +8,13 @@ idle entry evicted first) and idle entries are closed after ``IDLE_TIMEOUT``. Wh
 connection is checked out, a checkout waits up to ``CHECKOUT_WAIT`` for one to come back (a
 checkin hands it to the oldest waiter for its key) before opening one beyond the bound.
 
+The send path uses :meth:`ConnectionPool.take` / :meth:`~ConnectionPool.park` instead of checkout /
+checkin: a connection is *parked* for the thread that just sent with it, and that thread's next
+send for the same key takes it back without the lock or the pool's bookkeeping (a web worker's
+thread sends for one tenant request after request). A parked connection is idle to everyone
+else -- counted as idle, reused by another thread that needs its key, evicted and expired like any
+idle one -- so the bound, the idle timeout, ``clear()``/``drop()`` and the stats keep their meaning.
+
 A pooled connection is only reused while the client classes it was built from
 (``requests.Session``, ``smtplib.SMTP``, boto3's ``Session``) are still the ones in place, so a
 test that patches one reaches its patch, as it would with an unpooled backend.
@@ -49,7 +56,13 @@ SMTP_PROBE_AFTER = 1.0
 #: under contention opens a connection per send and sheds it again at checkin.
 CHECKOUT_WAIT = 0.5
 
+#: Parked connections of other threads are swept for expiry at least this often (seconds):
+#: a thread that stopped sending never takes its own back to notice it expired.
+SWEEP_INTERVAL = 1.0
+
 _serials = itertools.count()
+_get_ident = threading.get_ident
+_monotonic = time.monotonic
 
 
 def client_classes() -> tuple[object, ...]:
@@ -60,12 +73,11 @@ def client_classes() -> tuple[object, ...]:
     pooled connection built from other classes is not reused. Cheap enough (~0.2 us) to compare
     on every checkout. boto3 is only looked at if something imported it.
     """
-    boto3_session = sys.modules.get("boto3.session")
     return (
         requests.Session,
         smtplib.SMTP,
         smtplib.SMTP_SSL,
-        None if boto3_session is None else getattr(boto3_session, "Session", None),
+        getattr(sys.modules.get("boto3.session"), "Session", None),
     )
 
 
@@ -98,6 +110,9 @@ class Connection:
     created_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     clients: tuple[object, ...] = field(default_factory=client_classes)
+    #: Sends that took this connection back from its thread's parking slot: lock-free, so
+    #: counted here by the one thread holding it, and summed by stats().
+    parked_hits: int = 0
 
 
 @dataclass(eq=False)
@@ -159,6 +174,12 @@ class ConnectionPool:
         self._make_locks()
         self._idle: dict[Hashable, list[Connection]] = {}
         self._lru: OrderedDict[int, Connection] = OrderedDict()  # idle, least recently used first
+        # Thread ident -> the connection parked for it. Counted in _in_use, so parking and
+        # taking back need no lock; whoever pops an entry (dict.pop is atomic) owns it.
+        self._parked: dict[int, Connection] = {}
+        self._sweep_due = 0.0  # when parked connections are next swept for expiry
+        self._live: set[Connection] = set()  # every open connection (for their parked_hits)
+        self._folded_hits = 0  # parked_hits of connections closed or forgotten since
         self._in_use = 0
         self._generation = 0
         self._pid = os.getpid()
@@ -183,16 +204,19 @@ class ConnectionPool:
                     if _process_id != self._pid:
                         self._forget_inherited()
                     now = time.monotonic()  # one clock read for expiry and the liveness check
-                    if self._lru:
+                    if self._lru or self._parked:
                         self._expire(now, to_close)
+                    conn: Connection | None
                     stack = self._idle.get(key)
                     if stack:  # an idle connection for this key: every warm send
                         conn = stack.pop()  # most recently used: likeliest to still be alive
                         if not stack:
                             del self._idle[key]
                         del self._lru[conn.serial]
-                    else:
-                        conn = None
+                    else:  # idle too: one parked by another thread (counted in use already)
+                        conn = self._unpark_key(key, to_close)
+                        if conn is not None:
+                            self._in_use -= 1  # counted again below, like any checkout
                     if conn is None and self._in_use >= self.max_connections > 0:
                         conn = self._wait_for_checkin(key, to_close)
                     if conn is None:
@@ -233,6 +257,15 @@ class ConnectionPool:
                 if waiter.conn is not None:
                     self._in_use -= 1  # counted at handover; the caller counts it again
                     return waiter.conn
+                # Parked connections are idle: take ours, or make room by closing another's.
+                # Checked after joining the waiters, as park() checks the waiters after
+                # parking: whichever of the two comes second sees the other.
+                conn = self._unpark_key(key, to_close)
+                if conn is not None:
+                    self._in_use -= 1  # the caller counts it again
+                    return conn
+                if self._parked:
+                    self._evict_oldest_parked(to_close)
                 remaining = deadline - time.monotonic()
                 if self._in_use < self.max_connections or remaining <= 0:
                     return None
@@ -281,6 +314,127 @@ class ConnectionPool:
         if to_close:  # rarely: every warm checkin keeps its connection
             self._close_all(to_close)
 
+    # -- the send path: the connection parked for this thread -------------------------------
+
+    def take(self, key: Hashable, factory: Callable[[], BaseEmailBackend]) -> Connection:
+        """:meth:`checkout`, preferring the connection parked for this thread."""
+        conn = self.take_parked(key)
+        return conn if conn is not None else self.checkout(key, factory)
+
+    def take_parked(self, key: Hashable) -> Connection | None:
+        """The connection parked for this thread, if it can serve ``key`` now (no lock).
+
+        It is reused under the conditions an idle one is -- same key, not cleared, not expired,
+        built from the client classes in place now, alive -- checked here without the lock:
+        only this thread takes from its own slot, and whatever else wants the connection
+        (eviction, expiry, another thread's checkout) pops it first or not at all. One that
+        cannot serve goes back to the pool (or is closed) and None is returned.
+        """
+        conn = self._parked.pop(_get_ident(), None)
+        if conn is None:
+            return None
+        now = _monotonic()
+        idle_for = now - conn.last_used
+        clients = conn.clients
+        if (
+            conn.key == key
+            and conn.generation == self._generation
+            and self._pid == _process_id
+            and idle_for < self.idle_timeout
+            and now < self._sweep_due
+            # conn.clients == client_classes(), without the call (every warm send)
+            and clients[0] is requests.Session
+            and clients[1] is smtplib.SMTP
+            and clients[2] is smtplib.SMTP_SSL
+            and clients[3] is getattr(sys.modules.get("boto3.session"), "Session", None)
+            and (idle_for < SMTP_PROBE_AFTER or _still_usable(conn.backend, idle_for))
+        ):
+            conn.parked_hits += 1
+            return conn
+        self._unpark(conn)
+        return None
+
+    def park(self, conn: Connection) -> None:
+        """:meth:`checkin` for this thread's next :meth:`take` (no lock in the common case)."""
+        if (
+            not self._waiters
+            and conn.generation == self._generation
+            and conn.pid == self._pid == _process_id
+            and self._in_use + len(self._lru) <= self.max_connections
+        ):
+            conn.last_used = _monotonic()
+            ident = _get_ident()
+            if self._parked.setdefault(ident, conn) is conn:
+                if self._waiters:  # one began waiting meanwhile: it may be waiting for this
+                    self._unpark_own(ident, conn)
+                return
+        self.checkin(conn)
+
+    def _unpark(self, conn: Connection) -> None:
+        """A connection taken from its slot and not reused: back to the pool, as a checkin."""
+        to_close: list[Connection] = []
+        with self._lock:
+            if conn.pid != self._pid or _process_id != self._pid:
+                self._after_fork_check()
+                return  # the parent's (see checkin): the child lets go of it
+            now = time.monotonic()
+            idle_for = now - conn.last_used
+            if conn.generation == self._generation and idle_for >= self.idle_timeout:
+                self._in_use -= 1
+                self._counts["expired"] += 1
+                to_close.append(conn)
+                if self._waiters:
+                    self._wake_one()
+            elif conn.clients != client_classes() or not _still_usable(conn.backend, idle_for):
+                self._release(conn, to_close, discard=True)
+            else:  # another key, or a cleared generation (closed by _release)
+                self._release(conn, to_close)
+        if to_close:
+            self._close_all(to_close)
+
+    def _unpark_own(self, ident: int, conn: Connection) -> None:
+        to_close: list[Connection] = []
+        with self._lock:
+            if self._parked.pop(ident, None) is conn:
+                self._release(conn, to_close)  # hands it to the oldest waiter for its key
+            # else: the waiter (or a sweep) popped it already
+        if to_close:
+            self._close_all(to_close)
+
+    def _pop_parked(self, ident: int, conn: Connection, to_close: list[Connection]) -> bool:
+        """Pop ``conn`` from ``ident``'s slot, if it is still there (lock held).
+
+        The slot's thread may have taken it back since the caller looked (False), or taken it,
+        sent and parked another one: that one is fresh, so it goes to the idle list, not away.
+        """
+        got = self._parked.pop(ident, None)
+        if got is conn:
+            return True
+        if got is not None:
+            self._release(got, to_close)
+        return False
+
+    def _unpark_key(self, key: Hashable, to_close: list[Connection]) -> Connection | None:
+        """Pop a connection parked by any thread for ``key``; still counted in use (lock held)."""
+        for ident, conn in list(self._parked.items()):
+            if (
+                conn.key == key
+                and conn.generation == self._generation
+                and self._pop_parked(ident, conn, to_close)
+            ):
+                return conn
+        return None
+
+    def _evict_oldest_parked(self, to_close: list[Connection]) -> bool:
+        """Close the least recently used parked connection; False if none was left (lock held)."""
+        for ident, conn in sorted(self._parked.items(), key=lambda item: item[1].last_used):
+            if self._pop_parked(ident, conn, to_close):
+                self._in_use -= 1
+                self._counts["evicted"] += 1
+                to_close.append(conn)
+                return True
+        return False
+
     def _release(
         self, conn: Connection, to_close: list[Connection], *, discard: bool = False
     ) -> None:
@@ -325,9 +479,11 @@ class ConnectionPool:
                 if self._waiters:
                     self._wake_one()
             raise
+        conn = Connection(key=key, backend=backend, generation=generation)
         with self._lock:
             self._counts["opened"] += 1
-        return Connection(key=key, backend=backend, generation=generation)
+            self._live.add(conn)
+        return conn
 
     # -- bookkeeping (call with the lock held) -----------------------------------------------
 
@@ -346,6 +502,13 @@ class ConnectionPool:
     def _make_room(self, to_close: list[Connection]) -> None:
         while self._lru and self._in_use + len(self._lru) >= self.max_connections:
             to_close.append(self._evict_oldest())
+        # Still full: parked connections are idle too (each its thread's most recent, so last).
+        while (
+            self._parked
+            and self._in_use >= self.max_connections
+            and self._evict_oldest_parked(to_close)
+        ):
+            pass
 
     def _expire(self, now: float, to_close: list[Connection]) -> None:
         lru = self._lru
@@ -357,6 +520,21 @@ class ConnectionPool:
             self._remove_idle(conn)
             self._counts["expired"] += 1
             to_close.append(conn)
+        if now >= self._sweep_due:
+            self._sweep_parked(now, to_close)
+            self._sweep_due = now + min(SWEEP_INTERVAL, self.idle_timeout)
+
+    def _sweep_parked(self, now: float, to_close: list[Connection]) -> None:
+        """Close parked connections that expired, or were cleared (lock held)."""
+        for ident, conn in list(self._parked.items()):
+            cleared = conn.generation != self._generation
+            if (cleared or now - conn.last_used >= self.idle_timeout) and self._pop_parked(
+                ident, conn, to_close
+            ):
+                self._in_use -= 1
+                if not cleared:
+                    self._counts["expired"] += 1
+                to_close.append(conn)
 
     def _after_fork_check(self) -> None:
         if _process_id != self._pid:
@@ -368,6 +546,9 @@ class ConnectionPool:
         self._pid = _process_id
         self._idle.clear()
         self._lru.clear()
+        self._parked = {}
+        self._folded_hits += sum(conn.parked_hits for conn in self._live)
+        self._live = set()
         self._in_use = 0
         self._waiters = deque()  # their threads were not forked
         self._generation += 1
@@ -378,6 +559,10 @@ class ConnectionPool:
         if conns:
             with self._lock:
                 self._counts["closed"] += len(conns)
+                for conn in conns:
+                    if conn in self._live:  # not if forgotten at a fork meanwhile
+                        self._live.remove(conn)
+                        self._folded_hits += conn.parked_hits
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -389,6 +574,7 @@ class ConnectionPool:
             to_close = list(self._lru.values())
             self._lru.clear()
             self._idle.clear()
+            self._sweep_parked(time.monotonic(), to_close)  # every parked one is stale now
         self._close_all(to_close)
 
     def drop(self, key_prefix: Any) -> None:
@@ -399,12 +585,19 @@ class ConnectionPool:
             for conn in doomed:
                 del self._lru[conn.serial]
                 self._remove_idle(conn)
+            for ident, conn in list(self._parked.items()):
+                if _starts_with(conn.key, key_prefix) and self._pop_parked(ident, conn, doomed):
+                    self._in_use -= 1
+                    doomed.append(conn)
         self._close_all(doomed)
 
     def stats(self) -> PoolStats:
         with self._lock:
             self._after_fork_check()
-            return PoolStats(**self._counts, idle=len(self._lru), in_use=self._in_use)
+            counts = dict(self._counts)
+            counts["hits"] += self._folded_hits + sum(c.parked_hits for c in self._live)
+            parked = len(self._parked)  # idle to everyone, though counted in _in_use
+            return PoolStats(**counts, idle=len(self._lru) + parked, in_use=self._in_use - parked)
 
 
 def _starts_with(key: Hashable, prefix: Any) -> bool:

@@ -16,7 +16,7 @@ This all runs once per send (statuses) or on the error path only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import FrameType, TracebackType
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,15 +50,6 @@ def scrub_response(response: Response) -> None:
     response.url = _safe_url(response.url)  # type: ignore[assignment]
     for earlier in response.history:  # redirects: each has its own request
         scrub_response(earlier)
-
-
-def scrub_statuses(messages: Iterable[EmailMessage]) -> None:
-    """Scrub each message's ``anymail_status.esp_response`` (in place, shared with errors)."""
-    for message in messages:
-        status = message.__dict__.get("anymail_status")
-        response = getattr(status, "esp_response", None)
-        if isinstance(response, Response):
-            scrub_response(response)
 
 
 def scrub_error(

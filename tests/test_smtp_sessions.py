@@ -54,7 +54,8 @@ def impatient_server() -> Iterator[FakeSMTP]:
 
 
 def pooled_backend() -> TenantmailSMTPBackend:
-    (conn,) = get_pool()._lru.values()
+    pool = get_pool()
+    (conn,) = [*pool._lru.values(), *pool._parked.values()]  # idle, or parked after its send
     assert isinstance(conn.backend, TenantmailSMTPBackend)
     return conn.backend
 
