@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
+import django
 import pytest
 from anymail.exceptions import AnymailAPIError
 from django.conf import settings
@@ -114,7 +115,10 @@ def test_the_debug_log_line_names_the_tenant(path: str, caplog: pytest.LogCaptur
 def test_server_mail_in_a_tenant_request_still_leaves_through_the_platform_account(
     path: str, fake_esp: FakeESP, settings: Any
 ) -> None:
-    settings.ADMINS = ["ops@saas.example"]
+    # Django 5.2 reads (name, address) pairs; 6.0 deprecates them for plain addresses.
+    settings.ADMINS = (
+        ["ops@saas.example"] if django.VERSION >= (6, 0) else [("Ops", "ops@saas.example")]
+    )
     settings.SERVER_EMAIL = "server@saas.example"
     TenantBackend().send_messages([message()])  # warm again after the settings change
     mail_admins("boom", "traceback")
