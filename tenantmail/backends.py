@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -25,7 +25,7 @@ from .factory import build_backend
 from .fastpath import lookup as fast_lookup
 from .invalidation import forget_tenant
 from .platform_mail import split_server_mail
-from .pool import Connection, get_pool
+from .pool import get_pool
 from .scrub import scrub_error
 from .suppression import enforce as enforce_suppression
 from .tenancy import TenantLike, current_tenant
@@ -204,19 +204,15 @@ def _send_warm(backend: TenantBackend, message: EmailMessage) -> int | None:
     A web worker's thread sends one message at a time, request after request, for the tenant
     on its database connection, with no hook in use. That send runs between two of the inner
     backend's payload builds, with the CPU's caches cold, so every function entered and object
-    read costs cache misses (BENCHMARKS.md, row 6). This is the general path's work for that
-    case, done in two frames: the same lookup (fastpath.lookup), the same connection (this
-    thread's parked one, ConnectionPool.take_parked), the same copy, error handling and hand
-    back. It applies only when the general path would do nothing more: no server mail, no
-    suppression, no pre_send/post_send receiver.
+    read costs cache misses (BENCHMARKS.md, row 6). This does the general path's work for that
+    case in fewer frames: the same lookup (fastpath.lookup), _deliver for one message, and the
+    same error handling. It applies only when the general path would do nothing more: no server
+    mail, no suppression, no pre_send/post_send receiver.
     """
     config = fast_lookup()
-    if config is None:
-        return None
-    pool = pool_module._pool
-    shape = platform_mail._shape  # both None until the general path made them
+    shape = platform_mail._shape  # None until the general path first read it
     if (
-        pool is None
+        config is None
         or shape is None
         or message.from_email == shape.server_email  # might be server mail: split it
         or config.suppression != "off"
@@ -224,30 +220,39 @@ def _send_warm(backend: TenantBackend, message: EmailMessage) -> int | None:
         or signals.post_send.receivers
     ):
         return None
-    conn = pool.take_parked(config.pool_key)
-    if conn is None:
-        return None
     try:
-        sent = _deliver_one(config, message, conn)
+        sent = _deliver_one(config, message)
     except BaseException as exc:
-        pool.checkin(conn, discard=True)
         if not backend._swallowed(exc, config):
             raise
         return 0
-    pool.park(conn)
     if logger.isEnabledFor(logging.DEBUG):
         _log_sent(config, (message,), sent)
     return sent
 
 
-@sensitive_variables()  # as _deliver: hides this frame's and every frame below it
-def _deliver_one(config: MailConfig, message: EmailMessage, conn: Connection) -> int:
-    """:func:`_deliver` for one message on a connection already taken."""
-    # prepare(), for one message
-    changes = _changes(message, config.defaults, config.trace) if config.tenant is not None else {}
-    clone = copy_with(message, changes) if changes else message
+@sensitive_variables()  # as _deliver's
+def _deliver_one(config: MailConfig, message: EmailMessage) -> int:
+    """:func:`_deliver` for one message: the same steps, without prepare()'s lists."""
+    changes: Mapping[str, object] = {}
+    clone = message
     try:
-        return int(conn.backend.send_messages([clone]) or 0)
+        if config.tenant is not None:
+            changes = _changes(message, config.defaults, config.trace)
+            if changes:
+                clone = copy_with(message, changes)
+        pool = pool_module._pool or get_pool()
+        # pool.take(), without its frame: this thread's parked connection, else a checkout.
+        conn = pool.take_parked(config.pool_key) or pool.checkout(
+            config.pool_key, lambda: build_backend(config)
+        )
+        try:
+            sent = conn.backend.send_messages([clone]) or 0
+        except BaseException:
+            pool.checkin(conn, discard=True)
+            raise
+        pool.park(conn)
+        return int(sent)
     except BaseException as exc:
         scrub_error(exc, sys._getframe(), {id(clone): message})
         raise
