@@ -134,7 +134,7 @@ def test_a_thread_that_stopped_sending_has_its_parked_connection_expired_by_othe
     assert pool.stats() == expected(misses=2, opened=2, closed=1, expired=1, idle=1)
 
 
-def test_parked_connections_are_not_reused_between_sweeps_once_one_is_due() -> None:
+def test_once_a_sweep_is_due_the_next_take_goes_through_checkout_which_sweeps() -> None:
     # take() only reuses a parked connection while the sweep is not due, so a process whose
     # threads all send warm still sweeps every SWEEP_INTERVAL.
     pool = make_pool()
