@@ -233,6 +233,17 @@ def _addr_specs(*fields: str | None) -> list[str]:
     return [addr for _, addr in getaddresses([f for f in fields if f]) if addr]
 
 
+def _basic_api_key(headers: Message[str, str]) -> str:
+    """The key of HTTP basic auth with the fixed user name "api" (Mailgun's, Brevo's account
+    API), or "" when the header is missing, malformed or names another user."""
+    scheme, _, encoded = (headers.get("Authorization") or "").partition(" ")
+    try:
+        user, _, key = base64.b64decode(encoded).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return key if scheme.lower() == "basic" and user == "api" else ""
+
+
 def _str_dict(value: object) -> dict[str, str]:
     """JSON metadata as ``dict[str, str]`` (ESPs stringify values anyway)."""
     if not isinstance(value, dict):
@@ -708,13 +719,8 @@ class FakeESP(_Recorder):
         )
 
     def _mailgun(self, domain: str, headers: Message[str, str], body: bytes, conn: int) -> _Reply:
-        # Mailgun uses HTTP basic auth with the fixed user name "api".
-        scheme, _, encoded = (headers.get("Authorization") or "").partition(" ")
-        try:
-            user, _, key = base64.b64decode(encoded).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            user = key = ""
-        if scheme.lower() != "basic" or user != "api" or not self._accepts(key):
+        key = _basic_api_key(headers)
+        if not self._accepts(key):  # blank (no or malformed credential) is never accepted
             return _Reply(401, b"Forbidden")
         form = _parse_form(headers.get("Content-Type") or "", body)
         # anymail sends metadata as "v:key" fields; older clients use the header.

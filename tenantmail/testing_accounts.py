@@ -26,15 +26,13 @@ are active/verified), ``sendgrid_scopes``, ``ses_sending_enabled`` and ``fail_se
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import weakref
 from email.message import Message
 from re import Match
 from urllib.parse import unquote
 
-from .testing import FakeESP, _json_reply, _Reply, route
+from .testing import FakeESP, _basic_api_key, _json_reply, _Reply, route
 
 __all__ = ["AccountState", "accounts"]
 
@@ -82,20 +80,11 @@ def _accepted(fake: FakeESP, credential: str) -> bool:
 # -- Mailgun ---------------------------------------------------------------------------------
 
 
-def _mailgun_key(headers: Message[str, str]) -> str:
-    scheme, _, encoded = (headers.get("Authorization") or "").partition(" ")
-    try:
-        user, _, key = base64.b64decode(encoded).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return ""
-    return key if scheme.lower() == "basic" and user == "api" else ""
-
-
 @route("GET", r"^/mailgun/v[34]/domains/(?P<domain>[^/]+)$")
 def _mailgun_domain(
     fake: FakeESP, match: Match[str], headers: Message[str, str], body: bytes, conn: int
 ) -> _Reply:
-    if not _accepted(fake, _mailgun_key(headers)):
+    if not _accepted(fake, _basic_api_key(headers)):
         return _Reply(401, b"Forbidden")
     name = unquote(match["domain"])
     state = accounts(fake).state_of(name)

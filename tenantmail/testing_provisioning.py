@@ -15,8 +15,6 @@ substrings).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import collections
 import dataclasses
 import itertools
@@ -31,6 +29,7 @@ from typing import Any
 from .testing import (
     _SES_CREDENTIAL,
     FakeESP,
+    _basic_api_key,
     _json_reply,
     _Reply,
     route,
@@ -132,15 +131,6 @@ def _fault(injected: tuple[int, object]) -> _Reply:
     return _json_reply(*injected)
 
 
-def _basic_key(headers: Message[str, str]) -> str:
-    scheme, _, encoded = (headers.get("Authorization") or "").partition(" ")
-    try:
-        user, _, key = base64.b64decode(encoded).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return ""
-    return key if scheme.lower() == "basic" and user == "api" else ""
-
-
 def _form(headers: Message[str, str], body: bytes) -> dict[str, str]:
     from urllib.parse import parse_qs
 
@@ -154,7 +144,7 @@ def _mailgun(
     fake: FakeESP, step: str, headers: Message[str, str]
 ) -> tuple[FakeAccounts, _Reply | None]:
     state = accounts(fake)
-    key = _basic_key(headers)
+    key = _basic_api_key(headers)
     if not fake._accepts(key):
         return state, _Reply(401, b"Forbidden")
     injected = state._enter(fake, step, key)

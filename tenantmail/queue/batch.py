@@ -39,7 +39,7 @@ from ..models import OutboxMessage
 from ..threads import TenantThreadPoolExecutor
 from . import ratelimit, recovery, signals, slots
 from .conf import get_queue_settings
-from .worker import _as_tenant, _defer, _delivery_backend, _esp_message_id, _failed, _load
+from .worker import _defer, _deliver_row, _esp_message_id, _failed
 from .worker import drain_at as _drain_at
 
 logger = logging.getLogger("tenantmail.queue")
@@ -88,11 +88,7 @@ def claim_batch(limit: int, *, now: datetime.datetime | None = None) -> list[Out
 
 def _send_one(row: OutboxMessage) -> Outcome:
     try:
-        message = _load(row)
-        with _as_tenant(row):
-            sent = _delivery_backend(row).send_messages([message])
-        if not sent:
-            raise RuntimeError("the mail backend reported 0 messages sent")
+        message = _deliver_row(row)
     except Exception as exc:
         return row, None, exc
     return row, message, None

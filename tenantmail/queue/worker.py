@@ -93,15 +93,21 @@ def deliver(outbox_id: int) -> str:
         if wait > 0:
             _defer(row, wait)
             return "deferred"
-        message = _load(row)
-        with _as_tenant(row):
-            sent = _delivery_backend(row).send_messages([message])
-        if not sent:
-            raise RuntimeError("the mail backend reported 0 messages sent")
+        message = _deliver_row(row)
     except Exception as exc:
         return _failed(row, exc)
     _sent(row, message)
     return "sent"
+
+
+def _deliver_row(row: OutboxMessage) -> EmailMessage:
+    """Send ``row``'s message as its tenant and return it; errors go to the caller."""
+    message = _load(row)
+    with _as_tenant(row):
+        sent = _delivery_backend(row).send_messages([message])
+    if not sent:
+        raise RuntimeError("the mail backend reported 0 messages sent")
+    return message
 
 
 def _load(row: OutboxMessage) -> EmailMessage:
