@@ -4,9 +4,9 @@ A web worker's thread sends, request after request, for the tenant instance djan
 on its database connection. Resolving that from scratch on every send (django's connection
 handler through asgiref's ``Local``, activation, the memo scan) touches a lot of code and data
 between two of Anymail's payload builds, where CPU caches are cold (BENCHMARKS.md). So each
-thread remembers the last tenant instance it resolved *from the connection, through the
-default* ``get_mail_config()``, with the resolution memo that matched it; the next send uses it
-only if all of these still hold:
+thread remembers, on its own connection wrapper, the last tenant instance it resolved *through
+the default* ``get_mail_config()``, with the resolution memo that matched it; the next send
+uses it only if all of these still hold:
 
 - no ``tenant=``, no overrides, no :func:`~tenantmail.sending_as` block;
 - the connection's tenant is *the same object* (identity, not equality; the shortcut holds it,
@@ -23,7 +23,6 @@ Anything else takes the general path, which is what decides; this only repeats i
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
@@ -44,19 +43,14 @@ except ImportError:  # pragma: no cover  (another asgiref: the handler's own loo
 _get_running_loop = asyncio._get_running_loop  # returns None outside a loop; never raises
 
 
-class _Last(threading.local):
-    """This thread's last connection-tenant resolution (class attributes are the empty state)."""
+#: Where a thread's shortcut is kept: on its own connection wrapper (the object django-tenants
+#: puts the tenant on), as (instance, schema, pk attname, memo, memo clears, tenant cache
+#: generation). The lookup reads the wrapper anyway, so this costs no thread-local of its own:
+#: one object fewer to touch with the caches cold. A plain tuple: one read and an unpack.
+_STATE = "_tenantmail_fastpath"
 
-    instance: Any = None
-    schema: str = ""
-    pk_attname: str = ""
-    alias: str = "default"  #: TENANT_DB_ALIAS then (a change of it bumps the generations)
-    memo: _Memo | None = None
-    memo_clears: int = -1  #: the generations read before the memo lookup
-    tenant_cache_generation: int = -1
-
-
-_last = _Last()
+#: TENANT_DB_ALIAS as the last shortcut was remembered (a change of it bumps the generations).
+_alias = "default"
 
 
 #: Times the resolution memo was cleared (bumped by ``config``; the tenant cache counts its own).
@@ -96,35 +90,29 @@ def lookup() -> MailConfig | None:
     the state itself rather than through generations(), connection_tenant() and
     _Memo.matches_parts(): each call left out is a few cache misses less.
     """
-    last = _last
-    memo = last.memo
-    if (
-        memo is None
-        or last.memo_clears != _memo_clears
-        or last.tenant_cache_generation != tenant_cache._generation
-        or _sending_as.get() is not _UNSET
-    ):
-        return None
-    # connection_tenant(last.alias)
+    # The connection wrapper, as connection_tenant() finds it.
     local = getattr(connections, "_connections", None)
-    wrapper = None
     if type(local) is _ThreadCriticalLocal and _get_running_loop() is None:
-        wrapper = getattr(object.__getattribute__(local, "_storage"), last.alias, None)
-    if wrapper is None:
-        wrapper = connections[last.alias]
-    instance = getattr(wrapper, "tenant", None)
+        wrapper = getattr(object.__getattribute__(local, "_storage"), _alias, None)
+        if wrapper is None:  # no connection in this thread yet: nothing was remembered on it
+            return None
+    else:
+        wrapper = connections[_alias]
+    last: tuple[Any, str, str, _Memo, int, int] | None = wrapper.__dict__.get(_STATE)
+    if last is None:
+        return None
+    instance, schema, pk_attname, memo, memo_clears, cache_generation = last
     if (
-        instance is not last.instance
+        memo_clears != _memo_clears
+        or cache_generation != tenant_cache._generation
+        or _sending_as.get() is not _UNSET
         or type(instance).get_mail_config is not _DEFAULT_GET_MAIL_CONFIG  # patched since
+        or getattr(wrapper, "tenant", None) is not instance
     ):
         return None
     fields = instance.__dict__
     source = memo.source
-    if (
-        source is None
-        or fields.get("schema_name") != last.schema
-        or fields.get(last.pk_attname) is None
-    ):
+    if source is None or fields.get("schema_name") != schema or fields.get(pk_attname) is None:
         return None
     try:
         # memo.matches_parts() for the fields as the default get_mail_config() reads them
@@ -150,17 +138,12 @@ _DEFAULT_GET_MAIL_CONFIG = TenantMailMixin.get_mail_config
 
 def remember(instance: Any, schema: str, memo: _Memo, seen: tuple[int, int]) -> None:
     """Keep a memo hit for ``instance`` (``seen``: the generations read *before* the lookup)."""
-    last = _last
-    last.instance = instance
-    last.schema = schema
-    last.pk_attname = instance._meta.pk.attname
-    last.alias = get_settings().tenant_db_alias
-    last.memo = memo
-    last.memo_clears, last.tenant_cache_generation = seen
+    global _alias
+    _alias = alias = get_settings().tenant_db_alias
+    state = (instance, schema, instance._meta.pk.attname, memo, *seen)
+    setattr(connections[alias], _STATE, state)
 
 
 def forget() -> None:
     """Drop this thread's shortcut (for tests: the next send takes the general path)."""
-    last = _last
-    last.instance = last.memo = None
-    last.memo_clears = last.tenant_cache_generation = -1
+    vars(connections[_alias]).pop(_STATE, None)
