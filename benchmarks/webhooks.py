@@ -112,11 +112,12 @@ def measure(rounds: int, requests: int) -> WebhookResult:
     from anymail.webhooks.mailgun import MailgunTrackingWebhookView
     from django.db import connection
     from django.test import RequestFactory
-    from django.test.utils import CaptureQueriesContext
 
     from tenantmail.tenancy import tenant_cache
     from tenantmail.webhooks.esps import MailgunTrackingView
     from tenantmail.webhooks.testing import mailgun_post
+
+    from .rows import capture_queries
 
     schema = _bench_tenant()
     factory = RequestFactory()
@@ -162,12 +163,12 @@ def measure(rounds: int, requests: int) -> WebhookResult:
         w2 = pair("W2", "one no-op receiver (tenantmail switches schema around it)")
 
     tenant_cache.invalidate()
-    with CaptureQueriesContext(connection) as cold:
+    with capture_queries(connection) as cold:
         run_ours(batch(1))
     warm_requests = 100
-    with CaptureQueriesContext(connection) as warm:
+    with capture_queries(connection) as warm:
         run_ours(batch(warm_requests))
-    with CaptureQueriesContext(connection) as queued:
+    with capture_queries(connection) as queued:
         run_ours(batch(1, message_id="bench-queued-1@mg.example.com"))
     return WebhookResult(
         schema=schema,
